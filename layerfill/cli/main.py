@@ -1,0 +1,23 @@
+"""The `layerfill` command line: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from . import devstack
+
+app = typer.Typer(
+    name="layerfill",
+    help="Make every image pulled through a registry pull-through cache complete in the cache.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(devstack.app, name="devstack")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
