@@ -43,9 +43,7 @@ class Installer:
     def _run(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
         res = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
         if res.returncode != 0:
-            raise InstallError(
-                f"{' '.join(argv)} failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-4000:]}"
-            )
+            raise InstallError(f"{' '.join(argv)} failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-4000:]}")
         return res.stdout
 
     def _stamp(self, name: str) -> Path:
@@ -103,9 +101,7 @@ class Installer:
                 if not p.is_symlink():
                     p.chmod(p.stat().st_mode | 0o200)
             for cmd in cmds:
-                self._run(
-                    ["go", "build", "-o", str(self.paths.bin / Path(cmd).name), f"./{cmd}"], cwd=src, env=env
-                )
+                self._run(["go", "build", "-o", str(self.paths.bin / Path(cmd).name), f"./{cmd}"], cwd=src, env=env)
         self._mark("clair", version)
 
     # -- Maven artifacts -----------------------------------------------------------------------------
@@ -138,9 +134,7 @@ class Installer:
         self.log(f"resolving Apicurio Registry {APICURIO_VERSION} from Maven Central")
         downloads = self.paths.cache / "downloads"
         artifact = f"io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all"
-        self._run(
-            ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={downloads}"]
-        )
+        self._run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={downloads}"])
         tarball = downloads / f"apicurio-registry-app-{APICURIO_VERSION}-all.tar.gz"
         home = self.apicurio_home()
         shutil.rmtree(home, ignore_errors=True)

@@ -108,9 +108,7 @@ class Stack:
         self.ctx.paths.env_file.write_text("# written by `layerfill devstack up`\n" + "\n".join(lines) + "\n")
 
     def status(self) -> list[ServiceStatus]:
-        return [
-            ServiceStatus(s.name, s.endpoint, s.process.pid(), s.healthy(), s.optional) for s in self.services
-        ]
+        return [ServiceStatus(s.name, s.endpoint, s.process.pid(), s.healthy(), s.optional) for s in self.services]
 
     def down(self) -> list[str]:
         stopped = []

@@ -35,6 +35,7 @@ class Service(ABC):
 
     def after_healthy(self) -> None:
         """One-off setup once the service answers (buckets, databases)."""
+        return None
 
     def env(self) -> dict[str, str]:
         """Entries this service contributes to the stack's env file."""

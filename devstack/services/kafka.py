@@ -87,9 +87,7 @@ class Kafka(Service):
         if not (d / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             res = subprocess.run(
-                self._java(
-                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(d / "server.properties")
-                ),
+                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(d / "server.properties")),
                 capture_output=True,
                 text=True,
             )

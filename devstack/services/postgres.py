@@ -16,10 +16,7 @@ DATABASES = ("clair", "layerfill")
 
 
 def _traversable_by_others(path: Path) -> bool:
-    for p in [path, *path.parents]:
-        if p.exists() and not (p.stat().st_mode & stat.S_IXOTH):
-            return False
-    return True
+    return all(not (p.exists() and not p.stat().st_mode & stat.S_IXOTH) for p in [path, *path.parents])
 
 
 class Postgres(Service):

@@ -115,9 +115,7 @@ def _print_status(stack, as_json: bool) -> bool:
         table.add_column(col)
     for r in rows:
         mark = (
-            "[green]yes[/green]"
-            if r.healthy
-            else ("[yellow]no (optional)[/yellow]" if r.optional else "[red]no[/red]")
+            "[green]yes[/green]" if r.healthy else ("[yellow]no (optional)[/yellow]" if r.optional else "[red]no[/red]")
         )
         table.add_row(r.name, r.endpoint, str(r.pid or "-"), mark)
     Console().print(table)
