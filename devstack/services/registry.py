@@ -3,6 +3,7 @@ notifications to the layerfill bridge). v3.1.1 (go install) by default, Debian's
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -119,4 +120,15 @@ class ProxyRegistry(_Registry):
             "LAYERFILL_DEVSTACK_DISTRIBUTION": self.ctx.distribution,
             "LAYERFILL_BRIDGE__PORT": str(self.ctx.ports.bridge),
             "LAYERFILL_BRIDGE__TOKEN": self.ctx.secrets.bridge_token,
+            # The default route: everything pulled through the proxy comes from the devstack upstream.
+            "LAYERFILL_ROUTES": "'" + json.dumps([self.default_route()]) + "'",
+        }
+
+    def default_route(self) -> dict:
+        c = self.ctx
+        return {
+            "registry": f"{c.host}:{self.port}",
+            "upstream_url": f"http://{c.host}:{c.ports.upstream}",
+            "sink": "distribution",
+            "proxy_url": self.endpoint,
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import devstack
+from . import devstack, topics
 
 app = typer.Typer(
     name="layerfill",
@@ -13,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(devstack.app, name="devstack")
+app.add_typer(topics.app, name="topics")
 
 
 def main() -> None:

@@ -1,0 +1,43 @@
+# Entry points. Each target installs what it needs first, so each works on a fresh machine.
+PY      ?= python3
+VENV    ?= .venv
+LF      := $(VENV)/bin/layerfill
+PYTEST  := $(VENV)/bin/pytest
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap up down status demo test test-unit lint compat
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+bootstrap: $(VENV)/.installed
+
+up: bootstrap
+	$(LF) devstack up
+
+down:
+	-$(LF) devstack down
+
+status: bootstrap
+	$(LF) devstack status
+
+## The main job on the local stack: pull an image through the proxy cache and watch it become complete.
+demo: up
+	$(LF) demo
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+compat: bootstrap
+	$(LF) schemas check
+
+test-unit: bootstrap
+	$(PYTEST) -m unit $(PYTEST_ARGS)
+
+## Everything: lint, schema compatibility, unit, integration and e2e tests against the real local stack.
+test: up lint compat
+	$(PYTEST) $(PYTEST_ARGS)

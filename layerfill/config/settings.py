@@ -1,0 +1,190 @@
+"""All configuration in one typed model, read from (highest first) init args, the environment
+(`LAYERFILL_` prefix, `__` between nested keys), the devstack env file, and a YAML file (`LAYERFILL_CONFIG`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from .routes import Route
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "layerfill"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    # Passed to librdkafka as is, for settings this model does not name.
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def client_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        conf.update(self.extra)
+        return conf
+
+
+class TopicSpec(BaseModel):
+    name: str
+    partitions: int = Field(8, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    retention_ms: int | None = 7 * 24 * 3600 * 1000
+    cleanup_policy: Literal["delete", "compact", "compact,delete"] = "delete"
+
+
+def _topic(name: str, **kw: Any) -> Any:
+    return Field(default_factory=lambda: TopicSpec(name=name, **kw))
+
+
+class TopicsSettings(BaseModel):
+    manifest_pulled: TopicSpec = _topic("layerfill.manifest-pulled")
+    layer_cached: TopicSpec = _topic("layerfill.layer-cached")
+    image_cached: TopicSpec = _topic("layerfill.image-cached")
+    image_scanned: TopicSpec = _topic("layerfill.image-scanned")
+    retry: TopicSpec = _topic("layerfill.manifest-pulled.retry")
+    dlq: TopicSpec = _topic("layerfill.dlq", retention_ms=30 * 24 * 3600 * 1000)
+
+    def all(self) -> list[TopicSpec]:
+        return [self.manifest_pulled, self.layer_cached, self.image_cached, self.image_scanned, self.retry, self.dlq]
+
+
+class SchemaRegistrySettings(BaseModel):
+    # Unset: Avro single-object encoding. Set: Confluent framing with ids from this registry.
+    url: str | None = None
+    basic_auth_user_info: SecretStr | None = None
+
+
+class S3Settings(BaseModel):
+    endpoint: str = "http://127.0.0.1:19000"
+    access_key: str = ""
+    secret_key: SecretStr = SecretStr("")
+    region: str = "us-east-1"
+    bucket: str = "registry"
+    # The registry's storage rootdirectory: keys are `<root without leading slash>/docker/registry/v2/...`.
+    root_directory: str = "/"
+
+
+class BridgeSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 18080
+    # Shared secret: accepted as `Authorization: Bearer <token>` or the `X-Layerfill-Token` header.
+    token: SecretStr | None = None
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Name events with this registry host[:port] instead of the notification's request.host.
+    registry_name: str | None = None
+    delivery_timeout_s: float = 10.0
+
+
+class FetcherSettings(BaseModel):
+    group_id: str = "layerfill-fetcher"
+    transactional_id_prefix: str = "layerfill-fetcher"
+    workers: int = Field(8, ge=1)  # concurrent blob transfers per process
+    max_inflight_images: int = Field(16, ge=1)
+    attempts_in_process: int = Field(3, ge=1)
+    retry_delays_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0])
+    chunk_bytes: int = 1024 * 1024
+    part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3 multipart part size
+    health_port: int | None = 18090
+    max_layers: int = 10_000
+
+
+class ScannerSettings(BaseModel):
+    group_id: str = "layerfill-scanner"
+    clair_url: str = "http://127.0.0.1:16060"
+    poll_deadline_s: float = 600.0
+    health_port: int | None = 18091
+
+
+class StateSettings(BaseModel):
+    database_url: str = Field(default_factory=lambda: f"sqlite:///{Path.cwd() / 'layerfill-state.db'}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LAYERFILL_", env_nested_delimiter="__", extra="ignore", nested_model_default_partial_update=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    fetcher: FetcherSettings = Field(default_factory=FetcherSettings)
+    scanner: ScannerSettings = Field(default_factory=ScannerSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    routes: list[Route] = Field(default_factory=list)
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_routes(cls, routes: list[Route]) -> list[Route]:
+        seen = set()
+        for r in routes:
+            key = (r.registry, r.repository_prefix)
+            if key in seen:
+                raise ValueError(f"two routes for registry {r.registry!r} prefix {r.repository_prefix!r}")
+            seen.add(key)
+        return routes
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, EnvSettingsSource(settings_cls)]
+        env_file = _env_file()
+        if env_file:
+            sources.append(DotEnvSettingsSource(settings_cls, env_file=env_file))
+        yaml_file = os.environ.get("LAYERFILL_CONFIG")
+        if yaml_file:
+            if not Path(yaml_file).is_file():
+                raise FileNotFoundError(f"LAYERFILL_CONFIG names {yaml_file!r}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def _env_file() -> Path | None:
+    """The devstack's env file: `LAYERFILL_ENV_FILE`, else `.devstack/env` in this checkout when it exists."""
+    explicit = os.environ.get("LAYERFILL_ENV_FILE")
+    if explicit:
+        return Path(explicit) if explicit != "none" else None
+    from layerfill.devstack.paths import default_paths
+
+    candidate = default_paths().env_file
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    if config_file is not None:
+        os.environ["LAYERFILL_CONFIG"] = str(config_file)
+    return Settings(**overrides)
