@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import devstack, topics
+from . import devstack, publish, run, topics
 
 app = typer.Typer(
     name="layerfill",
@@ -14,6 +14,8 @@ app = typer.Typer(
 )
 app.add_typer(devstack.app, name="devstack")
 app.add_typer(topics.app, name="topics")
+app.add_typer(run.app, name="run")
+app.command(name="publish")(publish.publish)
 
 
 def main() -> None:

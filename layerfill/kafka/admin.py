@@ -37,7 +37,12 @@ def ensure_topics(kafka: KafkaSettings, specs: list[TopicSpec], timeout: float =
     if to_create:
         futures = admin.create_topics(
             [
-                NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=_desired_config(s))
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=s.replication_factor,
+                    config=_desired_config(s),
+                )
                 for s in to_create
             ],
             operation_timeout=timeout,

@@ -1,0 +1,43 @@
+"""A manifest pull as the producers see it, before it becomes an Avro ManifestPulled record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    event_id: str
+    source: str
+    registry: str
+    repository: str
+    digest: str
+    occurred_at: datetime
+    reference: str | None = None
+    media_type: str | None = None
+    manifest: bytes | None = None
+
+
+@dataclass(frozen=True)
+class InvalidEvent:
+    """One event of an otherwise well-formed request that cannot become a ManifestPulled. Dead-lettered
+    (not answered 400): a 4xx would make the registry retry the whole batch forever."""
+
+    raw: Any
+    reason: str
+
+
+@dataclass
+class Parsed:
+    events: list[PullEvent] = field(default_factory=list)
+    invalid: list[InvalidEvent] = field(default_factory=list)
+    ignored: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def ignore(self, reason: str) -> None:
+        self.ignored[reason] = self.ignored.get(reason, 0) + 1
+
+
+class MalformedBody(ValueError):
+    """The request body as a whole is not what the endpoint accepts: answered 400 with this reason."""
