@@ -77,6 +77,30 @@ def start(service: str) -> None:
 
 
 @app.command()
+def seed(
+    large_size: Annotated[int, typer.Option(help="Size of the large image's random layer in bytes (0 = none).")] = 64
+    * 1024
+    * 1024,
+    prefix: Annotated[str, typer.Option(help="Push under this repository prefix.")] = "",
+) -> None:
+    """Build the test images (shared base layer, multi-arch index, large layer, Debian packages) and push them
+    to the upstream registry."""
+    from layerfill.devstack.seed import seed as do_seed
+    from layerfill.testimages.push import PushError
+
+    stack = _stack(_recorded_distribution())
+    try:
+        pushed = do_seed(stack.ctx, large_size=large_size, prefix=prefix)
+    except PushError as exc:
+        err.print(f"[red]seed failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table("image (upstream)", "digest")
+    for ref, digest in pushed.items():
+        table.add_row(f"{stack.ctx.host}:{stack.ctx.ports.upstream}/{ref}", digest)
+    Console().print(table)
+
+
+@app.command()
 def env() -> None:
     """Print the env file (source it in a shell: `eval $(layerfill devstack env)`)."""
     stack = _stack(_recorded_distribution())
