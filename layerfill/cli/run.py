@@ -22,3 +22,13 @@ def bridge() -> None:
     from layerfill.producers.bridge import serve
 
     serve(_settings())
+
+
+@app.command()
+def fetcher() -> None:
+    """Consume ManifestPulled and make every pulled image complete in the cache (exactly-once outputs)."""
+    from layerfill.consumers.fetcher.service import FetcherService
+
+    svc = FetcherService(_settings())
+    svc.install_signal_handlers()
+    svc.run()

@@ -68,9 +68,7 @@ def find_route(routes: list[Route], registry: str, repository: str) -> Route:
     """The matching route with the longest repository prefix."""
     best: Route | None = None
     for r in routes:
-        if r.matches(registry, repository) and (
-            best is None or len(r.repository_prefix) > len(best.repository_prefix)
-        ):
+        if r.matches(registry, repository) and (best is None or len(r.repository_prefix) > len(best.repository_prefix)):
             best = r
     if best is None:
         raise NoRoute(registry, repository)

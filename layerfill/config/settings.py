@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +104,11 @@ class BridgeSettings(BaseModel):
 class FetcherSettings(BaseModel):
     group_id: str = "layerfill-fetcher"
     transactional_id_prefix: str = "layerfill-fetcher"
+    # Must be unique per running process and stable across its restarts (a pod name, a StatefulSet
+    # ordinal): the transactional.id derived from it fences a crashed predecessor's open transaction.
+    instance_id: str = Field(default_factory=socket.gethostname)
+    batch_size: int = Field(500, ge=1)
+    max_poll_interval_ms: int = Field(900_000, ge=10_000)
     workers: int = Field(8, ge=1)  # concurrent blob transfers per process
     max_inflight_images: int = Field(16, ge=1)
     attempts_in_process: int = Field(3, ge=1)
