@@ -69,7 +69,7 @@ class FillResult:
                 outcome=i.outcome,
                 bytes_fetched=i.bytes_fetched,
                 occurred_at=self.completed_at,
-            )  # fmt: skip
+            )
             for i in self.items
         ]
 
@@ -196,7 +196,7 @@ class ImageFiller:
                         plan.root_digest,
                         stored.outcome,
                         stored.bytes_fetched,
-                    )  # fmt: skip
+                    )
                 )
             if isinstance(doc, ImageIndex):
                 for child in plan.add_index(digest, doc):
@@ -227,7 +227,7 @@ class ImageFiller:
                     item.manifest_digest,
                     stored.outcome,
                     stored.bytes_fetched,
-                )  # fmt: skip
+                )
             )
         if first_error is not None:
             raise first_error
