@@ -13,7 +13,7 @@ from layerfill.oci.reference import InvalidReference
 from layerfill.remote.errors import DigestMismatch as UpstreamDigestMismatch
 from layerfill.remote.errors import NotFound, Unauthorized, UpstreamError
 from layerfill.serde.errors import SerdeError
-from layerfill.sinks.base import SinkIntegrityError, SinkUnavailable
+from layerfill.sinks.base import SinkError, SinkIntegrityError, SinkUnavailable
 
 
 class PermanentError(Exception):
@@ -24,7 +24,8 @@ class TransientError(Exception):
     """Worth another try later: upstream or storage trouble, or bytes that did not verify."""
 
 
-PERMANENT = (NoRoute, InvalidReference, ManifestError, PlanError, NotFound, Unauthorized, SerdeError, PermanentError)
+# SinkError itself (not its transient subclasses): refused credentials, a 404 from the proxy.
+PERMANENT = (SinkError, NoRoute, InvalidReference, ManifestError, PlanError, NotFound, Unauthorized, SerdeError, PermanentError)
 # Bytes that did not verify are retried: a corrupting proxy or a torn body is usually passing. They are never
 # stored, and after the last attempt the event is dead-lettered with the mismatch as its cause.
 TRANSIENT = (

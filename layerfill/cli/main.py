@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import devstack, publish, run, topics
+from . import demo, devstack, publish, run, topics
 
 app = typer.Typer(
     name="layerfill",
@@ -16,6 +16,7 @@ app.add_typer(devstack.app, name="devstack")
 app.add_typer(topics.app, name="topics")
 app.add_typer(run.app, name="run")
 app.command(name="publish")(publish.publish)
+app.command(name="demo")(demo.demo)
 
 
 def main() -> None:

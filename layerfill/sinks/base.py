@@ -1,0 +1,90 @@
+"""The storage sink interface the fetcher writes through, and the errors every sink raises.
+
+A sink makes one blob or manifest present in one repository of the cache. It never trusts what it is
+handed: digests and sizes are checked before anything becomes visible to the registry.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Literal, Protocol, Self
+
+from layerfill.oci.reference import Digest, InvalidReference
+
+
+class Presence(enum.Enum):
+    ABSENT = "absent"
+    DATA_ONLY = "data_only"  # blob data exists, but this repository has no link to it
+    LINKED = "linked"  # data and this repository's link both exist
+    UNKNOWN = "unknown"  # the sink cannot tell (warm-through: a proxy HEAD may answer from upstream)
+
+
+Outcome = Literal["fetched", "linked", "present"]
+
+
+@dataclass(frozen=True)
+class BlobSpec:
+    digest: str
+    size: int
+    media_type: str | None = None
+
+    def __post_init__(self) -> None:
+        Digest.parse(self.digest, "blob.digest")
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
+            raise InvalidReference("blob.size", self.size, "must be an integer >= 0")
+        if self.media_type is not None and not isinstance(self.media_type, str):
+            raise InvalidReference("blob.media_type", self.media_type, "must be a string or None")
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    outcome: Outcome
+    bytes_fetched: int
+
+
+class BlobSource(Protocol):
+    """Opens the upstream stream lazily: a sink calls it only when it needs the bytes."""
+
+    def __call__(self) -> AbstractContextManager[Iterable[bytes]]: ...
+
+
+class Sink(ABC):
+    name: str
+
+    @abstractmethod
+    def blob_presence(self, repository: str, digest: str) -> Presence: ...
+
+    @abstractmethod
+    def store_blob(self, repository: str, blob: BlobSpec, source: BlobSource) -> StoreResult:
+        """Make `blob` available in `repository`; errors from `source` propagate unchanged."""
+
+    @abstractmethod
+    def manifest_presence(self, repository: str, digest: str) -> Presence: ...
+
+    @abstractmethod
+    def store_manifest(self, repository: str, digest: str, media_type: str, data: bytes) -> StoreResult: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class SinkError(Exception):
+    """A sink failure that retrying will not fix (refused credentials, a 404 from the proxy, ...)."""
+
+
+class SinkIntegrityError(SinkError):
+    """The content did not match its digest or size; nothing was made visible at the final location."""
+
+
+class SinkUnavailable(SinkError):
+    """The storage or registry is down or failing: transient, retry later."""

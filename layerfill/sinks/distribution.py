@@ -1,0 +1,311 @@
+"""Writes CNCF distribution's own storage layout in S3, so the proxy cache serves what we store.
+
+How wrong content is kept invisible: blobs stream through a VerifyingReader into minio's `put_object`
+with the known size. A blob up to `part_size` is sent as one PutObject only after its last byte was read
+and verified; a larger one goes up as a multipart upload, and S3 makes a multipart object visible only
+at CompleteMultipartUpload, which minio sends only after reading (and so verifying) the last part. When
+the reader raises, `put_object` aborts the upload in its `except` clause (minio 7.2), so neither a wrong
+nor a partial object ever exists at the final key. A staging key plus server-side copy would write every
+byte twice and need a multipart copy above 5 GiB, for no extra safety.
+Parts go up one at a time: memory stays near one part, and concurrency comes from the fetcher's workers.
+Concurrent writers of the same blob each complete an identical object; S3 keeps one, whole.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterable
+from contextlib import closing
+
+from minio import Minio
+from minio.error import S3Error
+
+from layerfill.config.settings import S3Settings
+from layerfill.oci.digest import digest_of
+from layerfill.oci.reference import Digest, InvalidReference, validate_repository, validate_tag
+from layerfill.sinks.base import (
+    BlobSource,
+    BlobSpec,
+    Presence,
+    Sink,
+    SinkIntegrityError,
+    StoreResult,
+)
+from layerfill.sinks.layout import (
+    REPOSITORY_MARKERS,
+    blob_data_key,
+    layer_link_key,
+    link_content,
+    manifest_revision_link_key,
+    parse_link,
+    repositories_prefix,
+    repository_prefix,
+    storage_prefix,
+    tag_link_key,
+    tags_prefix,
+)
+from layerfill.sinks.s3client import is_not_found, make_http_pool, make_minio, s3_errors
+from layerfill.sinks.verified_stream import SourceFailed, VerifyingReader
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+DEFAULT_PART_SIZE = 16 * MiB
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
+MAX_PART_SIZE = 5 * 1024 * MiB
+MAX_PARTS = 10_000
+DEFAULT_MAX_MANIFEST_BYTES = 4 * MiB
+_MAX_LINK_BYTES = 1024
+_OCTET_STREAM = "application/octet-stream"  # what distribution itself stores blobs as
+
+
+class BlobNotFound(LookupError):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} is not in storage")
+        self.digest = digest
+
+
+class BlobTooLarge(ValueError):
+    def __init__(self, digest: str, size: int, limit: int) -> None:
+        super().__init__(f"blob {digest} has {size} bytes, more than the {limit} asked for")
+        self.digest = digest
+        self.size = size
+        self.limit = limit
+
+
+def part_size_for(size: int, part_size: int) -> int:
+    """`part_size`, grown in whole MiB when `size` would need more than S3's 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    if needed <= part_size:
+        return part_size
+    return min(-(-needed // MiB) * MiB, MAX_PART_SIZE)
+
+
+class DistributionSink(Sink):
+    name = "distribution"
+
+    def __init__(
+        self,
+        s3: S3Settings,
+        part_size: int = DEFAULT_PART_SIZE,
+        *,
+        max_connections: int = 16,
+        client: Minio | None = None,
+    ) -> None:
+        if not isinstance(part_size, int) or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+            raise ValueError(f"part_size must be an integer from {MIN_PART_SIZE} to {MAX_PART_SIZE}, got {part_size!r}")
+        if not s3.bucket:
+            raise ValueError("s3.bucket must not be empty")
+        storage_prefix(s3.root_directory)  # fail on a bad root now, not on the first write
+        self.bucket = s3.bucket
+        self.root = s3.root_directory
+        self.part_size = part_size
+        self._http = make_http_pool(max_connections=max_connections) if client is None else None
+        self._client = client or make_minio(s3, self._http)
+
+    def __repr__(self) -> str:
+        return f"DistributionSink(bucket={self.bucket!r}, root={self.root!r})"
+
+    # -- the Sink interface ------------------------------------------------------------------------
+
+    def blob_presence(self, repository: str, digest: str) -> Presence:
+        d = Digest.parse(digest)
+        return self._presence(blob_data_key(self.root, d), layer_link_key(self.root, repository, d), d)
+
+    def manifest_presence(self, repository: str, digest: str) -> Presence:
+        d = Digest.parse(digest)
+        return self._presence(blob_data_key(self.root, d), manifest_revision_link_key(self.root, repository, d), d)
+
+    def store_blob(self, repository: str, blob: BlobSpec, source: BlobSource) -> StoreResult:
+        d = Digest.parse(blob.digest, "blob.digest")
+        data_key = blob_data_key(self.root, d)
+        link_key = layer_link_key(self.root, repository, d)
+        existing = self._stat_size(data_key)
+        if existing == blob.size:
+            return self._link(link_key, d)
+        if existing is not None:
+            log.warning(
+                "stored data for %s has %d bytes but %d are expected: fetching it again", d, existing, blob.size
+            )
+        with source() as chunks:
+            self._upload_verified(data_key, chunks, str(d), blob.size)
+        self._write_link(link_key, d)  # only now: a link must never point at data that is not there
+        return StoreResult("fetched", blob.size)
+
+    def store_manifest(self, repository: str, digest: str, media_type: str, data: bytes) -> StoreResult:
+        d = Digest.parse(digest)
+        validate_repository(repository)
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"manifest data must be bytes, got {type(data).__name__}")
+        actual = digest_of(bytes(data), d.algorithm)
+        if actual != str(d):
+            raise SinkIntegrityError(f"manifest {d} ({media_type}): content hashes to {actual}")
+        data_key = blob_data_key(self.root, d)
+        link_key = manifest_revision_link_key(self.root, repository, d)
+        if self._stat_size(data_key) == len(data):
+            return self._link(link_key, d)
+        self._put_small(data_key, bytes(data))
+        self._write_link(link_key, d)
+        return StoreResult("fetched", len(data))
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.clear()
+
+    # -- read helpers ------------------------------------------------------------------------------
+
+    def blob_size(self, digest: str) -> int | None:
+        """Size of the stored blob data, or None when there is none."""
+        return self._stat_size(blob_data_key(self.root, Digest.parse(digest)))
+
+    def read_blob_bytes(self, digest: str, max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> bytes:
+        """A small blob (a manifest, a config) read whole and verified against its digest.
+
+        Raises BlobNotFound, BlobTooLarge (past `max_bytes`) or SinkIntegrityError."""
+        d = Digest.parse(digest)
+        key = blob_data_key(self.root, d)
+        size = self._stat_size(key)
+        if size is None:
+            raise BlobNotFound(str(d))
+        if size > max_bytes:
+            raise BlobTooLarge(str(d), size, max_bytes)
+        data = self._get_small(key, max_bytes)
+        if data is None:
+            raise BlobNotFound(str(d))
+        if len(data) > max_bytes:
+            raise BlobTooLarge(str(d), len(data), max_bytes)
+        actual = digest_of(data, d.algorithm)
+        if actual != str(d):
+            raise SinkIntegrityError(f"stored blob {d} hashes to {actual}")
+        return data
+
+    def list_repositories(self) -> list[str]:
+        """Every repository name in storage (a directory holding `_layers`, `_manifests` or `_uploads`)."""
+        base = repositories_prefix(self.root)
+        found: list[str] = []
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            children = self._list_dirs(base + relative)
+            name = relative.rstrip("/")
+            if name and REPOSITORY_MARKERS.intersection(children) and _is_repository(name):
+                found.append(name)
+            pending.extend(f"{relative}{child}/" for child in children if not child.startswith("_"))
+        return sorted(found)
+
+    def list_manifest_revisions(self, repository: str) -> list[str]:
+        """Digests of the manifests linked into `repository`, sorted."""
+        base = f"{repository_prefix(self.root, repository)}_manifests/revisions/"
+        digests = []
+        for algorithm in self._list_dirs(base):
+            for hex_part in self._list_dirs(f"{base}{algorithm}/"):
+                candidate = f"{algorithm}:{hex_part}"
+                try:
+                    digests.append(str(Digest.parse(candidate)))
+                except InvalidReference:
+                    log.warning("ignoring %s in the revisions of %s: not a digest", candidate, repository)
+        return sorted(digests)
+
+    def list_tags(self, repository: str) -> dict[str, str]:
+        """Tag -> manifest digest, from each tag's `current/link`; tags without a readable link are left out."""
+        tags: dict[str, str] = {}
+        for tag in self._list_dirs(tags_prefix(self.root, repository)):
+            try:
+                key = tag_link_key(self.root, repository, validate_tag(tag))
+            except InvalidReference:
+                log.warning("ignoring tag directory %r of %s: not a valid tag", tag, repository)
+                continue
+            target = self._read_link(key)
+            if target is not None:
+                tags[tag] = target
+        return tags
+
+    # -- storage primitives ------------------------------------------------------------------------
+
+    def _presence(self, data_key: str, link_key: str, d: Digest) -> Presence:
+        if self._stat_size(data_key) is None:
+            return Presence.ABSENT
+        return Presence.LINKED if self._read_link(link_key) == str(d) else Presence.DATA_ONLY
+
+    def _link(self, link_key: str, d: Digest) -> StoreResult:
+        """The data is there: write the link unless it already points at `d`."""
+        if self._read_link(link_key) == str(d):
+            return StoreResult("present", 0)
+        self._write_link(link_key, d)
+        return StoreResult("linked", 0)
+
+    def _upload_verified(self, key: str, chunks: Iterable[bytes], digest: str, size: int) -> None:
+        reader = VerifyingReader(chunks, digest, size)
+        try:
+            if size == 0:
+                reader.finish()  # put_object never reads a zero-length stream: verify it here
+            with s3_errors("upload", key):
+                self._client.put_object(
+                    self.bucket,
+                    key,
+                    reader,  # type: ignore[arg-type]  # read() is all put_object uses
+                    size,
+                    content_type=_OCTET_STREAM,
+                    part_size=part_size_for(size, self.part_size),
+                    num_parallel_uploads=1,
+                )
+        except SourceFailed as failed:
+            raise failed.original from None
+
+    def _write_link(self, key: str, d: Digest) -> None:
+        self._put_small(key, link_content(d))
+
+    def _put_small(self, key: str, data: bytes) -> None:
+        with s3_errors("put", key):
+            self._client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=_OCTET_STREAM)
+
+    def _stat_size(self, key: str) -> int | None:
+        with s3_errors("stat", key):
+            try:
+                return int(self._client.stat_object(self.bucket, key).size or 0)
+            except S3Error as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+
+    def _get_small(self, key: str, limit: int) -> bytes | None:
+        """Up to `limit` + 1 bytes of an object (one more, so a caller sees it is too large); None if absent."""
+        with s3_errors("get", key):
+            try:
+                response = self._client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if is_not_found(exc):
+                    return None
+                raise
+            with closing(response):
+                data = response.read(limit + 1, decode_content=False)
+                response.release_conn()
+                return data
+
+    def _read_link(self, key: str) -> str | None:
+        content = self._get_small(key, _MAX_LINK_BYTES)
+        if content is None:
+            return None
+        try:
+            return parse_link(content)
+        except InvalidReference:
+            log.warning("link %s holds %r, not a digest: it will be rewritten", key, content[:80])
+            return None
+
+    def _list_dirs(self, prefix: str) -> list[str]:
+        """Names of the immediate sub-"directories" of `prefix`."""
+        with s3_errors("list", prefix):
+            return [
+                item.object_name[len(prefix) :].rstrip("/")
+                for item in self._client.list_objects(self.bucket, prefix=prefix, recursive=False)
+                if item.is_dir and item.object_name
+            ]
+
+
+def _is_repository(name: str) -> bool:
+    try:
+        validate_repository(name)
+    except InvalidReference:
+        return False
+    return True

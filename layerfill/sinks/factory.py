@@ -1,0 +1,68 @@
+"""The sink a route asks for, built once and shared: one DistributionSink per S3 configuration and one
+RegistrySink per proxy login, so all fetcher workers share their connection pools."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+
+from layerfill.config.routes import Route
+from layerfill.config.settings import S3Settings
+from layerfill.sinks.base import Sink
+from layerfill.sinks.distribution import DEFAULT_PART_SIZE, DistributionSink
+from layerfill.sinks.registry import RegistrySink
+
+
+def _s3_key(s3: S3Settings) -> Hashable:
+    return (s3.endpoint, s3.access_key, s3.secret_key.get_secret_value(), s3.region, s3.bucket, s3.root_directory)
+
+
+class SinkFactory:
+    def __init__(self, *, part_size: int = DEFAULT_PART_SIZE, max_connections: int = 16) -> None:
+        self.part_size = part_size
+        self.max_connections = max_connections
+        self._sinks: dict[Hashable, Sink] = {}
+        self._lock = threading.Lock()
+
+    def make(self, route: Route, s3: S3Settings) -> Sink:
+        if route.sink == "distribution":
+            key: Hashable = ("distribution", _s3_key(s3))
+            return self._get(key, lambda: DistributionSink(s3, self.part_size, max_connections=self.max_connections))
+        if route.sink == "registry":
+            if not route.proxy_url:
+                raise ValueError(f"route for {route.registry!r} uses sink 'registry' but sets no proxy_url")
+            password = route.proxy_password.get_secret_value() if route.proxy_password else None
+            key = ("registry", route.proxy_url, route.proxy_username, password, route.max_concurrency)
+            return self._get(
+                key,
+                lambda: RegistrySink(
+                    route.proxy_url or "", route.proxy_username, password, max_concurrency=route.max_concurrency
+                ),
+            )
+        raise ValueError(f"route for {route.registry!r} names unknown sink {route.sink!r}")
+
+    def _get(self, key: Hashable, build: Callable[[], Sink]) -> Sink:
+        with self._lock:
+            sink = self._sinks.get(key)
+            if sink is None:
+                sink = self._sinks[key] = build()
+            return sink
+
+    def close(self) -> None:
+        with self._lock:
+            sinks, self._sinks = list(self._sinks.values()), {}
+        for sink in sinks:
+            sink.close()
+
+
+_default = SinkFactory()
+
+
+def make_sink(route: Route, s3_settings: S3Settings) -> Sink:
+    """The shared sink for `route` (process-wide cache; see SinkFactory for a private one)."""
+    return _default.make(route, s3_settings)
+
+
+def close_sinks() -> None:
+    """Close every sink make_sink has handed out (at shutdown)."""
+    _default.close()

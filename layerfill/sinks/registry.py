@@ -1,0 +1,96 @@
+"""Warm-through sink for caches whose storage is not ours to write (Quay, Harbor, Artifactory).
+
+Each blob and child manifest is requested through the proxy registry's own /v2 API, so the registry
+fetches and stores it itself; we stream the body, hash it and drop it. The upstream client does the HTTP
+work (Basic or Bearer token auth with the proxy's credentials, redirects, resumed bodies, digest check).
+
+Presence is always UNKNOWN: a proxy may answer a HEAD from its upstream without having stored anything,
+so a HEAD proves nothing, and every store is a full GET ("fetched").
+"""
+
+from __future__ import annotations
+
+from layerfill.oci.reference import Digest, validate_repository
+from layerfill.remote.client import RegistryClient
+from layerfill.remote.errors import DigestMismatch, UpstreamError
+from layerfill.sinks.base import (
+    BlobSource,
+    BlobSpec,
+    Presence,
+    Sink,
+    SinkError,
+    SinkIntegrityError,
+    SinkUnavailable,
+    StoreResult,
+)
+
+
+def sink_error(exc: UpstreamError, what: str) -> SinkError:
+    """The sink error for an upstream-client error met while warming `what` through the proxy."""
+    message = f"warming {what} through the proxy failed: {exc}"
+    if isinstance(exc, DigestMismatch):
+        return SinkIntegrityError(message)
+    if exc.transient:
+        return SinkUnavailable(message)
+    return SinkError(message)
+
+
+class RegistrySink(Sink):
+    name = "registry"
+
+    def __init__(
+        self,
+        proxy_url: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        max_concurrency: int = 8,
+        client: RegistryClient | None = None,
+    ) -> None:
+        if (username is None) != (password is None):
+            raise ValueError("proxy_username and proxy_password must be given together")
+        self.proxy_url = proxy_url
+        credentials = (username, password) if username is not None and password is not None else None
+        self._client = client or RegistryClient(proxy_url, credentials, max_concurrency=max_concurrency)
+
+    def __repr__(self) -> str:
+        return f"RegistrySink({self._client!r})"
+
+    def blob_presence(self, repository: str, digest: str) -> Presence:
+        return Presence.UNKNOWN
+
+    def manifest_presence(self, repository: str, digest: str) -> Presence:
+        return Presence.UNKNOWN
+
+    def store_blob(self, repository: str, blob: BlobSpec, source: BlobSource) -> StoreResult:
+        """GET the blob through the proxy and discard it; `source` is never opened."""
+        validate_repository(repository)
+        what = f"blob {blob.digest} of {repository}"
+        received = 0
+        try:
+            with self._client.open_blob(repository, blob.digest) as stream:
+                if stream.size is not None and stream.size != blob.size:
+                    raise SinkIntegrityError(f"{what}: proxy announces {stream.size} bytes, expected {blob.size}")
+                for chunk in stream:
+                    received += len(chunk)
+                    if received > blob.size:
+                        raise SinkIntegrityError(f"{what}: more than the expected {blob.size} bytes")
+        except UpstreamError as exc:
+            raise sink_error(exc, what) from exc
+        if received != blob.size:
+            raise SinkIntegrityError(f"{what}: got {received} bytes, expected {blob.size}")
+        return StoreResult("fetched", received)
+
+    def store_manifest(self, repository: str, digest: str, media_type: str, data: bytes) -> StoreResult:
+        """GET the manifest by digest through the proxy (Accept: every manifest type), verified."""
+        validate_repository(repository)
+        d = str(Digest.parse(digest))
+        what = f"manifest {d} of {repository}"
+        try:
+            manifest = self._client.get_manifest(repository, d)
+        except UpstreamError as exc:
+            raise sink_error(exc, what) from exc
+        return StoreResult("fetched", len(manifest.content))
+
+    def close(self) -> None:
+        self._client.close()

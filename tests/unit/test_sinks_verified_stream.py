@@ -1,0 +1,108 @@
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+
+from layerfill.sinks.base import SinkIntegrityError
+from layerfill.sinks.verified_stream import SourceFailed, VerifyingReader
+
+pytestmark = pytest.mark.unit
+
+DATA = bytes(range(256)) * 40  # 10240 bytes
+DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+def chunks(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def read_all(reader: VerifyingReader, n: int) -> bytes:
+    out = bytearray()
+    while True:
+        part = reader.read(n)
+        if not part:
+            return bytes(out)
+        assert len(part) <= n
+        out += part
+
+
+@pytest.mark.parametrize(("chunk", "n"), [(1000, 4096), (4096, 1000), (1, 10240), (10240, 10240), (7, 3)])
+def test_returns_exactly_the_source_bytes(chunk: int, n: int) -> None:
+    reader = VerifyingReader(chunks(DATA, chunk), DIGEST, len(DATA))
+    assert read_all(reader, n) == DATA
+    assert reader.bytes_received == len(DATA)
+
+
+def test_reads_fill_the_requested_size_until_the_end() -> None:
+    reader = VerifyingReader(chunks(DATA, 1000), DIGEST, len(DATA))
+    assert [len(reader.read(4096)) for _ in range(4)] == [4096, 4096, 2048, 0]
+
+
+def test_read_all_at_once() -> None:
+    assert VerifyingReader(chunks(DATA, 999), DIGEST, len(DATA)).read() == DATA
+
+
+def test_empty_chunks_are_skipped() -> None:
+    reader = VerifyingReader(iter([b"", DATA[:10], b"", DATA[10:]]), DIGEST, len(DATA))
+    assert reader.read(len(DATA)) == DATA
+
+
+def test_wrong_content_fails_in_the_read_that_reaches_the_size() -> None:
+    bad = DATA[:-1] + b"\x00"
+    reader = VerifyingReader(chunks(bad, 1024), DIGEST, len(DATA))
+    assert len(reader.read(8192)) == 8192
+    # the last 2048 bytes are never handed out: the read that would return them raises
+    with pytest.raises(SinkIntegrityError, match="digest mismatch"):
+        reader.read(8192)
+
+
+def test_short_source_fails_at_end_of_stream() -> None:
+    reader = VerifyingReader(chunks(DATA[:-5], 1024), DIGEST, len(DATA))
+    with pytest.raises(SinkIntegrityError, match="size mismatch"):
+        read_all(reader, 4096)
+
+
+def test_long_source_is_cut_off_without_reading_the_rest() -> None:
+    pulled = []
+
+    def source() -> Iterator[bytes]:
+        for chunk in chunks(DATA + b"extra" * 1000, 1024):
+            pulled.append(len(chunk))
+            yield chunk
+
+    reader = VerifyingReader(source(), DIGEST, len(DATA))
+    with pytest.raises(SinkIntegrityError, match=r"more than 10240 bytes"):
+        read_all(reader, 4096)
+    assert sum(pulled) <= len(DATA) + 1024
+
+
+def test_exact_content_with_trailing_data_is_refused() -> None:
+    reader = VerifyingReader(iter([DATA, b"x"]), DIGEST, len(DATA))
+    with pytest.raises(SinkIntegrityError):
+        reader.read(len(DATA))
+
+
+def test_source_errors_are_wrapped_with_the_original() -> None:
+    boom = ConnectionResetError("upstream went away")
+
+    def source() -> Iterator[bytes]:
+        yield DATA[:100]
+        raise boom
+
+    reader = VerifyingReader(source(), DIGEST, len(DATA))
+    with pytest.raises(SourceFailed) as info:
+        reader.read(4096)
+    assert info.value.original is boom
+
+
+def test_finish_verifies_an_empty_blob() -> None:
+    empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+    VerifyingReader(iter([]), empty, 0).finish()
+    with pytest.raises(SinkIntegrityError):
+        VerifyingReader(iter([b"x"]), empty, 0).finish()
+
+
+def test_sha512_digests_are_verified_with_sha512() -> None:
+    digest = "sha512:" + hashlib.sha512(DATA).hexdigest()
+    assert read_all(VerifyingReader(chunks(DATA, 100), digest, len(DATA)), 4096) == DATA
