@@ -137,7 +137,12 @@ class Resources:
                 creds = None
                 if route.username and route.password:
                     creds = (route.username, route.password.get_secret_value())
-                c = RegistryClient(route.upstream_url, credentials=creds, max_concurrency=route.max_concurrency)
+                c = RegistryClient(
+                    route.upstream_url,
+                    credentials=creds,
+                    max_concurrency=route.max_concurrency,
+                    credential_hosts=route.credential_hosts,
+                )
                 self._clients[self._key(route)] = c
             return c
 

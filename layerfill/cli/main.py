@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, devstack, publish, run, topics
+from . import demo, devstack, publish, run, schemas, topics
 
 app = typer.Typer(
     name="layerfill",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.add_typer(devstack.app, name="devstack")
 app.add_typer(topics.app, name="topics")
 app.add_typer(run.app, name="run")
+app.add_typer(schemas.app, name="schemas")
 app.command(name="publish")(publish.publish)
 app.command(name="demo")(demo.demo)
 

@@ -18,6 +18,8 @@ class Route(BaseModel):
     strip_prefix: bool = Field(True, description="strip repository_prefix before adding upstream_prefix")
     username: str | None = None
     password: SecretStr | None = None
+    # Token realms on other hosts that may receive the upstream credentials (Docker Hub: auth.docker.io).
+    credential_hosts: list[str] = Field(default_factory=list)
     sink: Literal["distribution", "registry"] = "distribution"
     # For the registry (warm-through) sink: where the proxy registry's /v2 API is and how to log in.
     proxy_url: str | None = None
