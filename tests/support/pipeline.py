@@ -3,6 +3,7 @@ test with its own topics, consumer groups and state DB, and read what they emit 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -137,10 +138,8 @@ class Pipeline:
     def close(self) -> None:
         for name in list(self.procs):
             self.stop(name)
-        try:
+        with contextlib.suppress(Exception):
             delete_topics(self.settings.kafka, [s.name for _, s in self.topics])
-        except Exception:
-            pass
 
     # -- reading outputs ---------------------------------------------------------------------------
     def read(self, topic: str, *, until: Callable[[list[dict[str, Any]]], bool] | None = None, timeout: float = 60,

@@ -6,10 +6,9 @@ import os
 import uuid
 from dataclasses import dataclass
 
+from layerfill.config.settings import Settings
 from layerfill.devstack.context import StackContext
 from layerfill.devstack.stack import Stack
-
-from layerfill.config.settings import Settings
 
 
 @dataclass
