@@ -5,7 +5,7 @@ LF      := $(VENV)/bin/layerfill
 PYTEST  := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap up down status demo test test-unit lint compat
+.PHONY: bootstrap up down status demo test test-unit lint compat test-distribution-2.8
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,3 +41,9 @@ test-unit: bootstrap
 ## Everything: lint, schema compatibility, unit, integration and e2e tests against the real local stack.
 test: up lint compat
 	$(PYTEST) $(PYTEST_ARGS)
+
+## The registry scenarios again with Debian's distribution 2.8.2 as upstream and proxy (the stack is restarted).
+test-distribution-2.8: bootstrap
+	-$(LF) devstack down
+	$(LF) devstack up --distribution 2.8
+	$(PYTEST) tests/integration/test_smoke.py tests/e2e/test_offline_pull.py $(PYTEST_ARGS)

@@ -24,6 +24,8 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
     "versitygw": ("github.com/versity/versitygw/cmd/versitygw", "v1.7.0"),
     "registry": ("github.com/distribution/distribution/v3/cmd/registry", "v3.1.1"),
     "regctl": ("github.com/regclient/regclient/cmd/regctl", "v0.11.7"),
+    # Lints and renders the Helm chart in tests (tests/unit/test_helm_chart.py).
+    "helm": ("helm.sh/helm/v3/cmd/helm", "v3.22.0"),
 }
 CLAIR = ("github.com/quay/clair/v4", "v4.9.0", ["cmd/clair", "cmd/clairctl"])
 

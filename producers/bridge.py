@@ -36,7 +36,8 @@ class BodyTooLarge(Exception):
 
 async def _read_capped(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isascii(): headers decode as latin-1, and str.isdigit() accepts '²', which int() refuses.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks, total = [], 0
     async for chunk in request.stream():

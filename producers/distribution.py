@@ -110,7 +110,7 @@ def _timestamp(value: Any) -> datetime:
             ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
             if ts.tzinfo is not None:
                 return ts.astimezone(UTC).replace(microsecond=ts.microsecond // 1000 * 1000)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an offset pushes it outside datetime's years
             pass
     # The registry's clock is informational; a missing or odd timestamp must not drop the event.
     now = datetime.now(UTC)

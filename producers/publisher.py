@@ -22,6 +22,10 @@ from layerfill.wiring import make_codec
 from .pull_event import InvalidEvent, PullEvent
 
 RECORD = "ManifestPulled"
+# A dead-lettered notification event is kept whole up to this size. The bridge accepts bodies larger than
+# Kafka's default message.max.bytes (1,000,000): an untruncated record would fail to produce, the request
+# would get a 5xx, and the registry would retry that one bad event forever.
+MAX_DEAD_LETTER_BYTES = 256 * 1024
 
 
 class Publisher:
@@ -65,7 +69,11 @@ class Publisher:
         records = [self.record(ev) for ev in evs]
         for bad in invalid:
             raw = json.dumps(bad.raw, default=str).encode()
-            headers = dlq_headers(stage=stage, error_class="InvalidEvent", error_message=bad.reason)
+            extra = {}
+            if len(raw) > MAX_DEAD_LETTER_BYTES:
+                extra["truncated.from.bytes"] = str(len(raw))
+                raw = raw[:MAX_DEAD_LETTER_BYTES]
+            headers = dlq_headers(stage=stage, error_class="InvalidEvent", error_message=bad.reason, extra=extra)
             records.append(dead_letter(self.settings.topics.dlq.name, None, raw, headers))
         if not records:
             return []

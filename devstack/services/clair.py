@@ -1,14 +1,24 @@
-"""Clair v4 in combo mode (indexer + matcher + notifier), offline: no updaters reach the network."""
+"""Clair v4 in combo mode (indexer + matcher + notifier). No updater reaches the network: the only one enabled,
+Debian's, reads a tiny local feed (clair_feed.py) that Clair's start brings up first, so the matcher answers
+with real vulnerability reports instead of 202."""
 
 from __future__ import annotations
 
+import time
+
 import yaml
 
-from .base import Service, http_ok
+from ..context import StackContext
+from .base import Service, ServiceError, http_ok
+from .clair_feed import VulnFeed
 
 
 class Clair(Service):
     name = "clair"
+
+    def __init__(self, ctx: StackContext) -> None:
+        super().__init__(ctx)
+        self.feed = VulnFeed(ctx)
 
     @property
     def endpoint(self) -> str:
@@ -22,13 +32,9 @@ class Clair(Service):
             "introspection_addr": f"{c.host}:{c.ports.clair_introspection}",
             "log_level": "info",
             "indexer": {"connstring": conn, "migrations": True, "airgap": True, "scanlock_retry": 10},
-            "matcher": {
-                "connstring": conn,
-                "migrations": True,
-                "disable_updaters": True,
-                "max_conn_pool": 20,
-            },
-            "updaters": {"sets": []},
+            "matcher": {"connstring": conn, "migrations": True, "max_conn_pool": 20},
+            # Only the Debian updater, pointed at the local feed; it runs at start-up and then every period.
+            "updaters": {"sets": ["debian"], "config": {"debian": self.feed.updater_config()}},
             "notifier": {
                 "connstring": conn,
                 "migrations": True,
@@ -39,13 +45,25 @@ class Clair(Service):
         }
 
     def start(self) -> None:
+        # The updater's first run happens at Clair's start-up: the feed must already answer.
+        self.feed.start()
+        deadline = time.monotonic() + 15
+        while not self.feed.healthy():
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{self.feed.name} did not listen:\n{self.feed.process.log_tail(20)}")
+            time.sleep(0.1)
         cfg = self.ctx.paths.data / "clair.yaml"
         cfg.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.ctx.paths.data)}
         self.process.start([str(self.ctx.paths.bin / "clair"), "-conf", str(cfg), "-mode", "combo"], env=env)
 
     def healthy(self) -> bool:
-        return http_ok(f"http://{self.ctx.host}:{self.ctx.ports.clair_introspection}/readyz")
+        return self.feed.healthy() and http_ok(f"http://{self.ctx.host}:{self.ctx.ports.clair_introspection}/readyz")
+
+    def stop(self) -> bool:
+        stopped = self.process.stop()
+        self.feed.stop()
+        return stopped
 
     def env(self) -> dict[str, str]:
         return {"LAYERFILL_SCANNER__CLAIR_URL": self.endpoint}
