@@ -105,7 +105,7 @@ class ProxyRegistry(_Registry):
                     "name": "layerfill",
                     "url": f"{c.bridge_url}{NOTIFY_PATH}",
                     "headers": {"Authorization": [f"Bearer {c.secrets.bridge_token}"]},
-                    "timeout": "5s",
+                    "timeout": "15s",  # longer than the bridge's delivery_timeout_s, so a Kafka outage reaches the registry as 503
                     "threshold": 3,
                     "backoff": "1s",
                 }

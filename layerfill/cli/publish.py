@@ -19,7 +19,9 @@ def publish(
     from layerfill.oci.reference import InvalidReference
     from layerfill.producers.publisher import Publisher
 
-    err = Console(stderr=True)
+    # markup off: messages quote the OCI grammar ("[a-zA-Z0-9_]..."), which rich would eat as style tags;
+    # soft_wrap: one message, one line, whatever the terminal width.
+    err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
     try:
         registry, repository, reference = _split(image)
         if reference.startswith("sha256:") or reference.startswith("sha512:"):
@@ -31,17 +33,17 @@ def publish(
             raise ValueError("invalid digest: IMAGE names a tag, so --digest is required")
         pub = Publisher()
     except (ValueError, InvalidReference) as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(str(exc), style="red")
         raise typer.Exit(2) from None
     try:
         d = pub.publish_manifest_pulled(
             registry=registry, repository=repository, digest=digest, reference=tag, media_type=media_type, source=source
         )
     except (ValueError, InvalidReference) as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(str(exc), style="red")
         raise typer.Exit(2) from None
     except KafkaUnavailable as exc:
-        err.print(f"[red]not published: {exc}[/red]")
+        err.print(f"not published: {exc}", style="red")
         raise typer.Exit(1) from None
     finally:
         pub.close()
