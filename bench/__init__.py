@@ -1,0 +1,1 @@
+"""Benchmarks: measurements against the local devstack, not tests."""

@@ -1,0 +1,148 @@
+"""Benchmark 1, the firehose: N ManifestPulled events (default 200,000) for images that are already complete.
+
+The fetcher's throughput is compared with a bare confluent-kafka consumer that only consumes and decodes the
+same topic, in the same run, interleaved: bare, fetcher, bare, fetcher, ..., bare (the machine is shared, so
+every fetcher round has a bare round on both sides); medians are reported.
+
+    .venv/bin/python -m bench.firehose [--events 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+from confluent_kafka import Consumer
+
+from bench import common
+from layerfill.devstack.seed import seed
+from layerfill.serde.codec import EventCodec
+from tests.support.pipeline import Pipeline
+from tests.support.stack import DevStack, ensure_up
+
+SMALL = 8 * 1024 * 1024  # the catalog size the e2e tests build, so it is usually cached
+IMAGES = ["demo/app-a:1", "demo/app-b:1", "demo/multi:1"]
+
+
+def bare_consume(bootstrap: str, topic: str, total: int, timeout: float = 600) -> dict[str, float]:
+    """Consume and decode `total` records from the start of `topic`; the rate excludes the group join."""
+    codec = EventCodec()
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-bare-{uuid.uuid4().hex[:8]}",
+                  "isolation.level": "read_committed", "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest"})  # fmt: skip
+    c.subscribe([topic])
+    n, first, t0 = 0, 0, 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while n < total and time.monotonic() < deadline:
+            for m in c.consume(500, timeout=0.5):
+                if m.error():
+                    continue
+                codec.decode(m.value())
+                if not t0:
+                    t0 = time.monotonic()
+                    first = n + 1
+                n += 1
+        secs = time.monotonic() - t0
+    finally:
+        c.close()
+    if n < total:
+        raise TimeoutError(f"bare consumer read {n} of {total}")
+    return {"events_per_s": round((n - first) / secs, 1), "seconds": round(secs, 2)}
+
+
+def warm_up(p: Pipeline, images: list[tuple[str, str, str]]) -> None:
+    """Fill every image once, so the measured events all find their image complete."""
+    p.start("fetcher")
+    common.produce_pulls(p.settings.kafka.bootstrap_servers, p.topics.manifest_pulled.name, images, len(images))
+    digests = {d for _, _, d in images}
+    p.read(p.topics.image_cached.name, until=lambda rs: {r["digest"] for r in rs} >= digests, timeout=180)
+    p.stop("fetcher")
+
+
+def fetcher_round(p: Pipeline, group: str, total: int, profile: Path | None) -> dict:
+    """One fetcher process, in consumer group `group`, through `total` events; its rate excludes the group
+    join (timed from the first counted batch to the last)."""
+    proc = common.start_fetcher(p, profile=profile, env={"LAYERFILL_FETCHER__GROUP_ID": group})
+    port = p.health_ports["fetcher"]
+    ps = psutil.Process(proc.pid)
+    cpu0 = sum(ps.cpu_times()[:2])
+    with common.PeakRss(proc.pid) as rss:
+        samples = common.wait_events(port, total, timeout=900, interval=0.02)
+    cpu = sum(ps.cpu_times()[:2]) - cpu0
+    rate, secs = common.steady_rate(samples, 0, total)
+    outcomes = common.fetcher_events(port)
+    p.stop("fetcher")
+    if profile is not None:
+        common.print_profile(profile)
+    print(f"fetcher: {rate:.0f} events/s over {secs:.2f}s; outcomes {outcomes}")
+    return {"events_per_s": round(rate, 1), "seconds": round(secs, 2), "outcomes": outcomes,
+            "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss.peak / 2**20, 1)}  # fmt: skip
+
+
+def run(devstack: DevStack, count: int, partitions: int, rounds: int, profile: Path | None = None) -> dict:
+    prefix = common.run_id("benchfh")
+    pushed = seed(devstack.ctx, large_size=SMALL, prefix=prefix, names=IMAGES)
+    images = [(devstack.proxy_registry, ref.rsplit(":", 1)[0], digest) for ref, digest in pushed.items()]
+    wd = common.workdir(prefix)
+    p = Pipeline(devstack, wd, partitions=partitions, routes=[common.route(devstack, prefix)])
+    bare: list[dict] = []
+    fetcher: list[dict] = []
+    try:
+        warm_up(p, images)
+        bootstrap, topic = p.settings.kafka.bootstrap_servers, p.topics.manifest_pulled.name
+        produce_s = common.produce_pulls(bootstrap, topic, images, count)
+        print(f"produced {count} events in {produce_s:.1f}s")
+        total = count + len(images)  # the warm-up events are read again by every new group
+        # Interleaved (bare, fetcher, bare, ..., bare) so each fetcher round has a bare round on both sides.
+        for i in range(rounds):
+            bare.append(bare_consume(bootstrap, topic, total))
+            print(f"bare consumer: {bare[-1]['events_per_s']:.0f} events/s")
+            fetcher.append(fetcher_round(p, f"{p.id}-fetcher-{i}", total, profile if i == 0 else None))
+        bare.append(bare_consume(bootstrap, topic, total))
+        print(f"bare consumer: {bare[-1]['events_per_s']:.0f} events/s")
+    finally:
+        p.close()
+        common.remove(wd)
+    bare_rate = statistics.median(b["events_per_s"] for b in bare)
+    fetcher_rate = statistics.median(f["events_per_s"] for f in fetcher)
+    return {
+        "events": count,
+        "partitions": partitions,
+        "images": len(images),
+        "produce_seconds": round(produce_s, 2),
+        "bare_consumer_rounds": bare,
+        "fetcher_rounds": fetcher,
+        "bare_events_per_s_median": round(bare_rate, 1),
+        "fetcher_events_per_s_median": round(fetcher_rate, 1),
+        "ratio_fetcher_to_bare": common.ratio(fetcher_rate, bare_rate),
+        "ratio_per_round": [
+            common.ratio(f["events_per_s"], (bare[i]["events_per_s"] + bare[i + 1]["events_per_s"]) / 2)
+            for i, f in enumerate(fetcher)
+        ],
+        "profiled": profile is not None,
+        "targets": {"ratio_to_bare": 0.5, "events_per_s": 20000},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("--name", default="firehose", help="results file name under bench/results/")
+    ap.add_argument("--rounds", type=int, default=3, help="fetcher rounds, each between two bare rounds")
+    ap.add_argument("--profile", type=Path, help="run the fetcher under cProfile, write its stats here and print them")
+    args = ap.parse_args()
+    with common.e2e_lock():
+        result = run(ensure_up(), args.events, args.partitions, args.rounds, args.profile)
+    print(f"fetcher/bare = {result['ratio_fetcher_to_bare']}  ({result['fetcher_events_per_s_median']:.0f} vs "
+          f"{result['bare_events_per_s_median']:.0f} events/s, medians)")  # fmt: skip
+    common.write_result(args.name, result)
+
+
+if __name__ == "__main__":
+    main()
