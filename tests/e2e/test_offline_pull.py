@@ -53,7 +53,7 @@ def test_image_with_skipped_base_layer_pulls_with_upstream_down(
     cached = p.read(
         p.topics.image_cached.name,
         until=lambda rs: {r["digest"] for r in rs if r["repository"].startswith(prefix)} >= set(pushed.values()),
-        timeout=120,
+        timeout=240,
     )
     image_b = next(r for r in cached if r["digest"] == digest_b)
     assert [m["digest"] for m in image_b["manifests"]] == [digest_b]
