@@ -1,0 +1,1 @@
+"""The logic behind the SRE commands (verify, backfill, replay, dlq): the CLI modules only parse and print."""
