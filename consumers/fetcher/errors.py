@@ -25,7 +25,17 @@ class TransientError(Exception):
 
 
 # SinkError itself (not its transient subclasses): refused credentials, a 404 from the proxy.
-PERMANENT = (SinkError, NoRoute, InvalidReference, ManifestError, PlanError, NotFound, Unauthorized, SerdeError, PermanentError)
+PERMANENT = (
+    SinkError,
+    NoRoute,
+    InvalidReference,
+    ManifestError,
+    PlanError,
+    NotFound,
+    Unauthorized,
+    SerdeError,
+    PermanentError,
+)
 # Bytes that did not verify are retried: a corrupting proxy or a torn body is usually passing. They are never
 # stored, and after the last attempt the event is dead-lettered with the mismatch as its cause.
 TRANSIENT = (

@@ -1,10 +1,16 @@
-"""Clair v4 in combo mode (indexer + matcher + notifier). No updater reaches the network: the only one enabled,
-Debian's, reads a tiny local feed (clair_feed.py) that Clair's start brings up first, so the matcher answers
-with real vulnerability reports instead of 202."""
+"""Clair v4 in combo mode (indexer + matcher + notifier), with nothing reaching the network:
+
+- the only updater enabled, Debian's, reads a tiny local feed (clair_feed.py) that Clair's start brings up
+  first, so the matcher answers with real vulnerability reports instead of 202;
+- the RHEL scanners get empty local mapping files: by default they download Red Hat's mapping files at start-up,
+  and without them the repository scanner fails every layer ("rhel: unable to create a mappingFile object"),
+  so no new image could be indexed at all."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import yaml
 
@@ -31,7 +37,18 @@ class Clair(Service):
             "http_listen_addr": f"{c.host}:{c.ports.clair}",
             "introspection_addr": f"{c.host}:{c.ports.clair_introspection}",
             "log_level": "info",
-            "indexer": {"connstring": conn, "migrations": True, "airgap": True, "scanlock_retry": 10},
+            "indexer": {
+                "connstring": conn,
+                "migrations": True,
+                "airgap": True,
+                "scanlock_retry": 10,
+                "scanner": {
+                    "repo": {"rhel-repository-scanner": {"repo2cpe_mapping_file": str(self.mapping_file("repo2cpe"))}},
+                    "package": {
+                        "rhel_containerscanner": {"name2repos_mapping_file": str(self.mapping_file("name2repos"))}
+                    },
+                },
+            },
             "matcher": {"connstring": conn, "migrations": True, "max_conn_pool": 20},
             # Only the Debian updater, pointed at the local feed; it runs at start-up and then every period.
             "updaters": {"sets": ["debian"], "config": {"debian": self.feed.updater_config()}},
@@ -44,7 +61,15 @@ class Clair(Service):
             "metrics": {"name": "prometheus"},
         }
 
+    def mapping_file(self, name: str) -> Path:
+        return self.ctx.paths.data / "clair-mappings" / f"{name}.json"
+
     def start(self) -> None:
+        # An empty mapping: no RHEL repository is known, which is true of this stack (its images are Debian).
+        for name in ("repo2cpe", "name2repos"):
+            path = self.mapping_file(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"data": {}}) + "\n")
         # The updater's first run happens at Clair's start-up: the feed must already answer.
         self.feed.start()
         deadline = time.monotonic() + 15

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, devstack, publish, run, schemas, topics
+from . import backfill, demo, devstack, dlq, publish, replay, run, schemas, status, topics, verify
 
 app = typer.Typer(
     name="layerfill",
@@ -18,6 +18,11 @@ app.add_typer(run.app, name="run")
 app.add_typer(schemas.app, name="schemas")
 app.command(name="publish")(publish.publish)
 app.command(name="demo")(demo.demo)
+app.command(name="status")(status.status)
+app.command(name="verify")(verify.verify)
+app.command(name="backfill")(backfill.backfill)
+app.command(name="replay")(replay.replay)
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

@@ -32,3 +32,13 @@ def fetcher() -> None:
     svc = FetcherService(_settings())
     svc.install_signal_handlers()
     svc.run()
+
+
+@app.command()
+def scanner() -> None:
+    """Consume ImageCached, have Clair index every image manifest, record the result and emit ImageScanned."""
+    from layerfill.consumers.scanner.service import ScannerService
+
+    svc = ScannerService(_settings())
+    svc.install_signal_handlers()
+    svc.run()

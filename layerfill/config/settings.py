@@ -69,9 +69,19 @@ class TopicsSettings(BaseModel):
     image_scanned: TopicSpec = _topic("layerfill.image-scanned")
     retry: TopicSpec = _topic("layerfill.manifest-pulled.retry")
     dlq: TopicSpec = _topic("layerfill.dlq", retention_ms=30 * 24 * 3600 * 1000)
+    # The scanner's delayed retries of ImageCached (the fetcher's retry topic carries ManifestPulled only).
+    image_cached_retry: TopicSpec = _topic("layerfill.image-cached.retry")
 
     def all(self) -> list[TopicSpec]:
-        return [self.manifest_pulled, self.layer_cached, self.image_cached, self.image_scanned, self.retry, self.dlq]
+        return [
+            self.manifest_pulled,
+            self.layer_cached,
+            self.image_cached,
+            self.image_scanned,
+            self.retry,
+            self.dlq,
+            self.image_cached_retry,
+        ]
 
 
 class SchemaRegistrySettings(BaseModel):
@@ -121,9 +131,39 @@ class FetcherSettings(BaseModel):
 
 class ScannerSettings(BaseModel):
     group_id: str = "layerfill-scanner"
+    # The transactional.id is `<prefix>-<instance_id>`; the prefix defaults to the group id.
+    transactional_id_prefix: str | None = None
+    # Unique per running process and stable across its restarts (see FetcherSettings.instance_id).
+    instance_id: str = Field(default_factory=socket.gethostname)
     clair_url: str = "http://127.0.0.1:16060"
-    poll_deadline_s: float = 600.0
+    # An index request, polling included, that has no final state by then counts as Clair being unavailable.
+    poll_deadline_s: float = Field(600.0, gt=0)
+    poll_interval_s: float = Field(1.0, gt=0)  # first poll delay; doubles up to poll_max_interval_s
+    poll_max_interval_s: float = Field(10.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)  # every Clair request but the (synchronous) index submission
+    batch_size: int = Field(100, ge=1)
+    max_poll_interval_ms: int = Field(900_000, ge=10_000)
+    max_inflight_images: int = Field(4, ge=1)  # concurrent scans per process
+    attempts_in_process: int = Field(3, ge=1)
+    retry_delays_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0, 1800.0])
+    # Presigned layer URLs (distribution sink) must outlive the scan; Clair fetches each layer once.
+    presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    # The S3 endpoint as Clair reaches it, when it differs from s3.endpoint (the URL's signature covers the host).
+    presign_endpoint: str | None = None
+    # Scan manifests again even when a final result is recorded (a replay meant to refresh every report).
+    rescan: bool = False
     health_port: int | None = 18091
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.transactional_id_prefix or self.group_id}-{self.instance_id}"
+
+    @field_validator("clair_url", "presign_endpoint")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return None if v is None else v.rstrip("/")
 
 
 class StateSettings(BaseModel):

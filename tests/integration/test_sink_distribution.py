@@ -24,11 +24,11 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from layerfill.devstack.paths import default_paths
 from minio import Minio
 from pydantic import SecretStr
 
 from layerfill.config.settings import S3Settings
+from layerfill.devstack.paths import default_paths
 from layerfill.oci import mediatypes as mt
 from layerfill.sinks.base import (
     BlobSpec,

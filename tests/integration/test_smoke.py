@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from layerfill.devstack.seed import seed
 
+from layerfill.devstack.seed import seed
 from tests.support.clients import skopeo_pull, verify_layout_blobs
 from tests.support.listener import NotificationListener
 from tests.support.stack import DevStack, unique
