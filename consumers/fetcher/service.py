@@ -22,6 +22,7 @@ from layerfill.config.settings import Settings
 from layerfill.kafka.deadletter import dlq_headers
 from layerfill.kafka.keys import repository_key
 from layerfill.kafka.producer import OutRecord
+from layerfill.kafka.retry import next_step, read_retry_headers, retry_headers
 from layerfill.observability.http import serve_health
 from layerfill.serde.codec import EventCodec
 from layerfill.sinks.factory import SinkFactory
@@ -31,7 +32,6 @@ from layerfill.wiring import make_codec
 from . import metrics
 from .errors import describe, is_transient
 from .fill import FillResult, ImageFiller, Resources
-from .retry import next_step, read_retry_headers, retry_headers
 
 log = logging.getLogger("layerfill.fetcher")
 
