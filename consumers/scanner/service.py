@@ -143,7 +143,8 @@ class ScannerService:
                     break
                 records.append(self._scanned_record(ev, result))
                 done.append(result)
-        after = self._recorder(ev, done)
+        # None when nothing was scanned: the loop may then batch this offset's commit with later ones.
+        after = self._recorder(ev, done) if done else None
         if failure is None:
             label = "scanned" if done else "already_scanned"
             metrics.EVENTS.labels(label).inc()
@@ -163,7 +164,7 @@ class ScannerService:
         digest: str,
         exc: BaseException,
         records: list[OutRecord],
-        after: Callable[[], None],
+        after: Callable[[], None] | None,
     ) -> Outcome:
         step = next_step(info, self.cfg.retry_delays_s, int(time.time() * 1000))
         if step is None:
@@ -179,7 +180,8 @@ class ScannerService:
         rec = retry_record(m, self.topics.image_cached_retry.name, step, error)
 
         def after_retry() -> None:
-            after()
+            if after is not None:
+                after()
             self._safe_state(
                 self.state.record_scan,
                 ev["registry"],

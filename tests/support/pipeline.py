@@ -41,6 +41,7 @@ def _topics(prefix: str, partitions: int) -> TopicsSettings:
         image_cached=spec("image-cached"),
         image_scanned=spec("image-scanned"),
         retry=spec("manifest-pulled.retry"),
+        image_cached_retry=spec("image-cached.retry"),
         dlq=spec("dlq"),
     )
 

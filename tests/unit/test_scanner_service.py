@@ -123,6 +123,7 @@ def test_a_repeated_image_cached_does_not_rescan_unless_asked(clair: FakeClair, 
     # The same content pulled again, in another repository of the registry: already scanned.
     [again] = svc.process([message(image_cached([cached_manifest(AMD)], caused_by="pull-2", repository="other/app"))])
     assert again.label == "already_scanned" and again.records == []
+    assert again.quiet  # nothing to commit but the offset: the loop may batch it with later ones
     assert len(clair.posts) == 1
     rescanning = make_service(clair.url, rescan=True)
     [out] = rescanning.process([message(image_cached([cached_manifest(AMD)], caused_by="pull-3"))])
