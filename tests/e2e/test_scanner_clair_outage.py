@@ -84,7 +84,9 @@ def test_stopping_clair_during_a_scan_loses_nothing(devstack: DevStack, scan_pip
     time.sleep(2)
     events = [r for r in p.read(p.topics.image_scanned.name) if r["digest"] == pair.b]
     assert len(events) == 1, events
-    assert p.read(p.topics.dlq.name) == []
+    # Only this test's repositories: the proxy may deliver other tests' older notifications to this bridge,
+    # and the fetcher dead-letters those for want of a route.
+    assert [r for r in p.read(p.topics.dlq.name) if str(r.get("repository", "")).startswith(prefix)] == []
     with StateStore(p.state_url) as store:
         row = store.scan_for(registry, pair.b)
         assert row is not None and row.state is ScanState.INDEXED and row.package_count == 4
