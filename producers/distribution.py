@@ -5,7 +5,6 @@ events. The registry's own event id makes event_id stable, so a redelivered enve
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +18,7 @@ from layerfill.oci.reference import (
 )
 from layerfill.serde.events import event_id
 
-from .pull_event import InvalidEvent, MalformedBody, Parsed, PullEvent
+from .pull_event import InvalidEvent, MalformedBody, Parsed, PullEvent, load_json_body
 
 ENVELOPE_TYPES = frozenset(
     {
@@ -31,10 +30,7 @@ ENVELOPE_TYPES = frozenset(
 
 
 def parse_envelope(body: bytes, registry_name: str | None = None) -> Parsed:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+    doc = load_json_body(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         raise MalformedBody("body must be an object with an 'events' array")
     out = Parsed()

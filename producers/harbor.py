@@ -18,16 +18,11 @@ from layerfill.oci.reference import (
 )
 from layerfill.serde.events import event_id
 
-from .pull_event import InvalidEvent, MalformedBody, Parsed, PullEvent
+from .pull_event import InvalidEvent, MalformedBody, Parsed, PullEvent, load_json_body
 
 
 def parse_webhook(body: bytes, registry_name: str | None = None) -> Parsed:
-    import json
-
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}") from None
+    doc = load_json_body(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
         raise MalformedBody("body must be an object with a string 'type'")
     out = Parsed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,3 +42,11 @@ class Parsed:
 
 class MalformedBody(ValueError):
     """The request body as a whole is not what the endpoint accepts: answered 400 with this reason."""
+
+
+def load_json_body(body: bytes) -> object:
+    """The request body as JSON, or MalformedBody (answered 400) naming why not."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedBody(f"body is not valid JSON: {exc}") from None

@@ -29,7 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from prometheus_client import Gauge, Histogram
 
 from layerfill.config.settings import KafkaSettings
-from layerfill.kafka.producer import OutRecord
+from layerfill.kafka.producer import OutRecord, producer_config
 from layerfill.kafka.retry import read_retry_headers
 from layerfill.observability.http import serve_health
 
@@ -99,16 +99,16 @@ class TransactionalLoop:
                 "max.poll.interval.ms": config.max_poll_interval_ms,
             }
         )
+        # The acked producer's settings, plus a transactional.id; a record may take as long as its transaction.
         self.producer = Producer(
-            {
-                **kafka.client_config(),
-                "transactional.id": config.transactional_id,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "compression.type": "zstd",
-                "transaction.timeout.ms": 60000,
-            }
+            producer_config(
+                kafka,
+                **{
+                    "transactional.id": config.transactional_id,
+                    "transaction.timeout.ms": 60000,
+                    "message.timeout.ms": 60000,
+                },
+            )
         )
         self.paused: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
