@@ -5,7 +5,7 @@ LF      := $(VENV)/bin/layerfill
 PYTEST  := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap up down status demo test test-unit lint compat test-distribution-2.8
+.PHONY: bootstrap up down status demo test test-unit lint compat test-distribution-2.8 faults faults-full
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,13 @@ test-unit: bootstrap
 ## Everything: lint, schema compatibility, unit, integration and e2e tests against the real local stack.
 test: up lint compat
 	$(PYTEST) $(PYTEST_ARGS)
+
+## The fault suite alone (CI scale), and at the full counts docs/reliability.md reports.
+faults: up
+	$(PYTEST) tests/faults $(PYTEST_ARGS)
+
+faults-full: up
+	LAYERFILL_FAULTS_FULL=1 $(PYTEST) tests/faults $(PYTEST_ARGS)
 
 ## The registry scenarios again with Debian's distribution 2.8.2 as upstream and proxy (the stack is restarted).
 test-distribution-2.8: bootstrap
