@@ -117,7 +117,9 @@ class FetcherService:
         except Exception as exc:
             return None, self._dead_letter(m, exc, attempts=1)
         key = (ev["registry"], ev["repository"], ev["digest"])
-        if key in self.known_complete:
+        # Backfill and `verify --repair` events exist because storage may disagree with what this process or the
+        # state DB believes: they always go to the filler, which checks every blob in storage.
+        if key in self.known_complete and ev.get("source") != "backfill":
             return ev, _ALREADY_COMPLETE
         if key in in_batch:
             return ev, _DUPLICATE_IN_BATCH
@@ -128,7 +130,7 @@ class FetcherService:
         key: ImageKey = (ev["registry"], ev["repository"], ev["digest"])
         extra = {"event_id": ev["event_id"], "repository": ev["repository"], "digest": ev["digest"]}
         try:
-            if self.state.is_complete(*key):
+            if ev.get("source") != "backfill" and self.state.is_complete(*key):
                 self.known_complete[key] = True
                 metrics.EVENTS.labels("already_complete").inc()
                 return Outcome(label="already_complete")

@@ -9,8 +9,11 @@ import pytest
 
 from layerfill.devstack.seed import seed
 from tests.e2e.conftest import upstream_stopped
+from tests.support.cachestore import CacheStorage
 from tests.support.clients import skopeo_pull, verify_layout_blobs
+from tests.support.images import push_random_image
 from tests.support.ops_cli import run_cli, run_json
+from tests.support.routes import route
 from tests.support.stack import DevStack, unique
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +93,33 @@ def test_verify_reports_partial_images_and_repair_completes_them(
             got = verify_layout_blobs(layout)
             for blob in catalog.images[f"demo/{repo.rsplit('/', 1)[1]}:1"].blobs():
                 assert got.get(blob.digest) == blob.size
+
+
+def test_repair_reaches_a_running_fetcher_that_believes_the_image_complete(
+    devstack: DevStack, pipeline_factory, tmp_path: Path
+) -> None:
+    """A blob lost from storage after the fetcher completed the image (a lifecycle rule, an operator's mistake):
+    the running fetcher's memory and the state DB both say complete, yet `verify --repair` must refill it."""
+    prefix = unique("opsr")
+    img = push_random_image(devstack.upstream_registry, f"{prefix}/app", tmp_path / "img", 1024 * 1024)
+    p = pipeline_factory(routes=[route(devstack, prefix)])
+    p.start("fetcher")
+    p.publish(registry=devstack.proxy_registry, repository=img.repository, digest=img.digest, reference="1")
+    p.read(p.topics.image_cached.name, until=lambda rs: len(rs) == 1, timeout=120)
+    # A repeat pull is answered from the fetcher's memory: no second ImageCached.
+    p.publish(registry=devstack.proxy_registry, repository=img.repository, digest=img.digest, reference="1")
+
+    storage = CacheStorage(devstack.settings().s3)
+    storage.forget(img.layer_digest)
+    before = run_json(p, "verify", "--prefix", f"{prefix}/", expect_rc=1)
+    (partial,) = [i for i in before["images"] if i["status"] == "partial"]
+    assert [m["digest"] for m in partial["missing"]] == [img.layer_digest]
+
+    run_json(p, "verify", "--prefix", f"{prefix}/", "--repair", "--registry", devstack.proxy_registry, expect_rc=1)
+    cached = p.read(p.topics.image_cached.name, until=lambda rs: len(rs) == 2, timeout=120)
+    assert [r["digest"] for r in cached] == [img.digest, img.digest]
+    assert storage.rehash(img.layer_digest) == (img.layer_digest, img.layer_size)
+    assert run_json(p, "verify", "--prefix", f"{prefix}/")["counts"] == {"complete": 1, "partial": 0, "unknown": 0}
 
 
 def test_verify_and_backfill_refuse_bad_input(devstack: DevStack, pipeline_factory) -> None:
