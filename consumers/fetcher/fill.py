@@ -134,6 +134,7 @@ class Resources:
         with self._lock:
             c = self._clients.get(self._key(route))
             if c is None:
+                cfg = self.settings.fetcher
                 creds = None
                 if route.username and route.password:
                     creds = (route.username, route.password.get_secret_value())
@@ -142,6 +143,7 @@ class Resources:
                     credentials=creds,
                     max_concurrency=route.max_concurrency,
                     credential_hosts=route.credential_hosts,
+                    timeout=(cfg.upstream_connect_timeout_s, cfg.upstream_read_timeout_s),
                 )
                 self._clients[self._key(route)] = c
             return c

@@ -127,6 +127,9 @@ class FetcherSettings(BaseModel):
     part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3 multipart part size
     health_port: int | None = 18090
     max_layers: int = 10_000
+    # Upstream HTTP timeouts: connecting, and the longest silence within a response (a stalled body is resumed).
+    upstream_connect_timeout_s: float = Field(10.0, gt=0)
+    upstream_read_timeout_s: float = Field(60.0, gt=0)
 
 
 class ScannerSettings(BaseModel):

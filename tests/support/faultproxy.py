@@ -1,5 +1,5 @@
 """A misbehaving HTTP reverse proxy for failure drills: put it between layerfill and an upstream registry and
-tell it, request by request, to pass through, corrupt, truncate, reset, trickle or fail.
+tell it, request by request, to pass through, corrupt, truncate, reset, trickle, stall or fail.
 
     with FaultProxy("http://127.0.0.1:15000") as fp:
         fp.add(Corrupt(), digest=layer_digest)            # every GET of that blob: same length, wrong bytes
@@ -10,22 +10,33 @@ tell it, request by request, to pass through, corrupt, truncate, reset, trickle 
 Rules are tried in the order added; the first that matches (and has not used up `times`) decides what
 happens to a request; no match means pass-through. Every request is recorded with its status and the
 body bytes actually sent, live, so a test can watch a download progress.
+
+Token auth (`require_token`) puts registry token auth in front of everything: a request without the
+current `Authorization: Bearer <token>` is answered 401 with a `WWW-Authenticate: Bearer realm=...`
+challenge naming the proxy's own token endpoint, which hands out the token (to Basic credentials only, if
+given). Rules apply to authorized requests and to token requests; `rotate_token()` revokes the token.
+
+    auth = fp.require_token(username="u", password="p")
+    ... layerfill fetches through fp.url with route credentials u/p ...
+    assert auth.issued >= 1 and auth.challenged >= 1
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import re
+import secrets
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 CHUNK = 64 * 1024
 # Connection-level headers a proxy must not forward (RFC 9110 section 7.6.1).
@@ -42,6 +53,7 @@ HOP_BY_HOP = frozenset(
     ]
 )
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
+_REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags|referrers)/")
 
 
 # -- what to do with a request --------------------------------------------------------------------------
@@ -112,7 +124,87 @@ class Slow:
         _check_int("Slow.chunk", self.chunk, 1)
 
 
-Action = PassThrough | Corrupt | Truncate | Reset | Status | Slow
+@dataclass(frozen=True)
+class Stall:
+    """Send `after` body bytes, then go silent for `seconds` (past the client's read timeout), then close."""
+
+    after: int
+    seconds: float
+
+    def __post_init__(self) -> None:
+        _check_int("Stall.after", self.after, 0)
+        if not isinstance(self.seconds, int | float) or isinstance(self.seconds, bool) or self.seconds <= 0:
+            raise ValueError(f"Stall.seconds must be a number > 0, got {self.seconds!r}")
+
+
+Action = PassThrough | Corrupt | Truncate | Reset | Status | Slow | Stall
+
+
+# What token auth did with a request (recorded as its action; not for `add`).
+@dataclass(frozen=True)
+class Challenged:
+    """Answered 401 with a Bearer challenge: no token, or not the current one."""
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A request to the token endpoint (answered with the token, or 401 for wrong Basic credentials)."""
+
+
+@dataclass
+class TokenAuth:
+    """The proxy's registry token auth: what it asks for, the tokens it issued, and what it has done so far.
+
+    Every grant is a fresh token. It is accepted until `rotate()` revokes all issued tokens, or for `max_age_s`
+    after its issue when set: shorter than the `expires_in` announced to the client, this makes a client that
+    caches its token meet a 401 now and then (a token revoked or expired early), race-free for a new token."""
+
+    username: str | None = None
+    password: str | None = None
+    service: str = "faultproxy"
+    expires_in: int = 300
+    max_age_s: float | None = None
+    realm_path: str = "/token"
+    issued: int = 0  # tokens handed out
+    refused: int = 0  # token requests with missing or wrong Basic credentials
+    challenged: int = 0  # registry requests answered 401
+    scopes: list[str] = field(default_factory=list)  # every scope asked for, in order
+    _tokens: dict[str, float] = field(default_factory=dict, repr=False)  # token -> time.monotonic() of issue
+    token: str | None = field(default=None, repr=False)  # the latest issued
+
+    def __post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("TokenAuth needs both username and password, or neither")
+        _check_int("TokenAuth.expires_in", self.expires_in, 1)
+        if self.max_age_s is not None and (not isinstance(self.max_age_s, int | float) or self.max_age_s <= 0):
+            raise ValueError(f"TokenAuth.max_age_s must be a number > 0 or None, got {self.max_age_s!r}")
+        if not self.realm_path.startswith("/") or self.realm_path.startswith("/v2/"):
+            raise ValueError(f"TokenAuth.realm_path must be a path outside /v2/, got {self.realm_path!r}")
+
+    def basic_ok(self, header: str | None) -> bool:
+        if self.username is None:
+            return True
+        expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return header is not None and secrets.compare_digest(header.strip(), f"Basic {expected}")
+
+    def bearer_ok(self, header: str | None) -> bool:
+        scheme, _, value = (header or "").strip().partition(" ")
+        issued_at = self._tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        if issued_at is None:
+            return False
+        return self.max_age_s is None or time.monotonic() - issued_at < self.max_age_s
+
+    def issue(self) -> str:
+        self.token = secrets.token_hex(16)
+        self._tokens[self.token] = time.monotonic()
+        self.issued += 1
+        return self.token
+
+    def rotate(self) -> None:
+        self._tokens.clear()
+
+
+AuthStep = Challenged | TokenRequest
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -153,7 +245,7 @@ class Request:
 
     method: str
     path: str
-    action: Action
+    action: Action | AuthStep
     status: int | None = None
     body_bytes: int = 0
     done: bool = False
@@ -172,6 +264,8 @@ class FaultProxy:
         self._rules: list[Rule] = []
         self._requests: list[Request] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # wakes stalled responses when the proxy closes
+        self.auth: TokenAuth | None = None
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -186,6 +280,7 @@ class FaultProxy:
         return self
 
     def close(self) -> None:
+        self._closing.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(10)
@@ -216,10 +311,52 @@ class FaultProxy:
             self._rules.append(rule)
         return rule
 
+    def require_token(self, username: str | None = None, password: str | None = None, *, service: str = "faultproxy",
+                      expires_in: int = 300, max_age_s: float | None = None) -> TokenAuth:  # fmt: skip
+        """From now on answer 401 until an issued bearer token is presented; serve tokens at `/token` (to
+        `username`/`password` as HTTP Basic only, when given). See TokenAuth for `max_age_s`."""
+        auth = TokenAuth(username=username, password=password, service=service, expires_in=expires_in,
+                         max_age_s=max_age_s)  # fmt: skip
+        with self._lock:
+            self.auth = auth
+        return auth
+
+    def rotate_token(self) -> None:
+        """Revoke every issued token: requests still carrying one get 401 and must fetch a new one."""
+        with self._lock:
+            if self.auth is None:
+                raise RuntimeError("rotate_token() needs require_token() first")
+            self.auth.rotate()
+
+    def realm(self) -> str:
+        return f"{self.url}{self.auth.realm_path if self.auth else '/token'}"
+
     def clear(self) -> None:
         """Drop every rule: pass-through from now on (requests already running keep their action)."""
         with self._lock:
             self._rules.clear()
+
+    def authorize(self, method: str, path: str, authorization: str | None) -> Request | None:
+        """Under token auth: a recorded 401 for a request without the current token (None: let it through)."""
+        with self._lock:
+            auth = self.auth
+            if auth is None or path == auth.realm_path or auth.bearer_ok(authorization):
+                return None
+            auth.challenged += 1
+            req = Request(method, path, Challenged())
+            self._requests.append(req)
+            return req
+
+    def grant(self, authorization: str | None, query: str) -> str | None:
+        """The token for a token request with acceptable credentials (None: refuse it); counts either way."""
+        with self._lock:
+            auth = self.auth
+            assert auth is not None
+            auth.scopes.extend(parse_qs(query).get("scope", []))
+            if not auth.basic_ok(authorization):
+                auth.refused += 1
+                return None
+            return auth.issue()
 
     def decide(self, method: str, path: str) -> Request:
         """Record a request and pick its action: the first live matching rule's, else pass-through."""
@@ -272,12 +409,19 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def _proxy(self) -> None:
-        path = self.path.split("?", 1)[0]
-        req = self.owner.decide(self.command, path)
+        path, _, query = self.path.partition("?")
+        req = self.owner.authorize(self.command, path, self.headers.get("Authorization"))
+        if req is None:
+            req = self.owner.decide(self.command, path)
         action = req.action
+        auth = self.owner.auth
         try:
-            if isinstance(action, Status):
+            if isinstance(action, Challenged):
+                self._challenge(req, path)
+            elif isinstance(action, Status):
                 self._answer(req, action)
+            elif auth is not None and path == auth.realm_path:
+                self._token(req, query)
             else:
                 self._forward(req, action)
         except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
@@ -286,20 +430,44 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             req.done = True
 
     def _answer(self, req: Request, action: Status) -> None:
-        body = json.dumps(
-            {"errors": [{"code": "UNAVAILABLE", "message": f"faultproxy: injected {action.code}"}]}
-        ).encode()
+        body = {"errors": [{"code": "UNAVAILABLE", "message": f"faultproxy: injected {action.code}"}]}
+        headers = {"Retry-After": action.retry_after} if action.retry_after is not None else {}
+        self._json(req, action.code, body, headers)
+
+    def _challenge(self, req: Request, path: str) -> None:
+        auth = self.owner.auth
+        assert auth is not None
+        match = _REPOSITORY_PATH.match(path)
+        scope = f',scope="repository:{match.group("name")}:pull"' if match else ""
+        challenge = f'Bearer realm="{self.owner.realm()}",service="{auth.service}"{scope}'
+        self._json(req, 401, {"errors": [{"code": "UNAUTHORIZED", "message": "faultproxy: token required"}]},
+                   {"WWW-Authenticate": challenge})  # fmt: skip
+
+    def _token(self, req: Request, query: str) -> None:
+        """Token endpoint: only a Status rule applies to it (handled before); anything else gets the token."""
+        req.action = TokenRequest()
+        token = self.owner.grant(self.headers.get("Authorization"), query)
+        if token is None:
+            body = {"errors": [{"code": "UNAUTHORIZED", "message": "faultproxy: wrong credentials"}]}
+            self._json(req, 401, body, {"WWW-Authenticate": 'Basic realm="faultproxy"'})
+            return
+        auth = self.owner.auth
+        assert auth is not None
+        self._json(req, 200, {"token": token, "expires_in": auth.expires_in})
+
+    def _json(self, req: Request, code: int, body: object, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
         self._drain_request_body()
-        self.send_response(action.code)
+        self.send_response(code)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        if action.retry_after is not None:
-            self.send_header("Retry-After", action.retry_after)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
-        req.status = action.code
+        req.status = code
         if self.command != "HEAD":
-            self.wfile.write(body)
-            req.body_bytes = len(body)
+            self.wfile.write(data)
+            req.body_bytes = len(data)
 
     def _drain_request_body(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -316,6 +484,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.send_error(501, "faultproxy: chunked request bodies are not supported")
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            if self.owner.auth is not None:  # our token means nothing to the upstream
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             length = self.headers.get("Content-Length")
             body = _read_exactly(self.rfile, int(length)) if length else None
             conn.request(self.command, self.path, body=body, headers=headers)
@@ -339,7 +509,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _send_body(self, req: Request, action: Action, resp: http.client.HTTPResponse) -> None:
         match = _CONTENT_RANGE.fullmatch((resp.getheader("Content-Range") or "").strip())
         offset = int(match.group(1)) if match and resp.status == 206 else 0
-        limit = action.after if isinstance(action, Truncate | Reset) else None
+        limit = action.after if isinstance(action, Truncate | Reset | Stall) else None
         chunk_size = action.chunk if isinstance(action, Slow) else CHUNK
         for chunk in _chunks(resp, chunk_size):
             if isinstance(action, Corrupt):
@@ -361,6 +531,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _cut(self, action: Action) -> None:
         self.close_connection = True
+        if isinstance(action, Stall):
+            self.wfile.flush()
+            self.owner._closing.wait(action.seconds)  # silent: the client's read timeout should fire first
+            return
         if isinstance(action, Reset):
             # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -391,4 +565,19 @@ def _flip(chunk: bytes, offset: int, action: Corrupt) -> bytes:
     return bytes(out)
 
 
-__all__ = ["Action", "Corrupt", "FaultProxy", "PassThrough", "Request", "Reset", "Rule", "Slow", "Status", "Truncate"]
+__all__ = [
+    "Action",
+    "Challenged",
+    "Corrupt",
+    "FaultProxy",
+    "PassThrough",
+    "Request",
+    "Reset",
+    "Rule",
+    "Slow",
+    "Stall",
+    "Status",
+    "TokenAuth",
+    "TokenRequest",
+    "Truncate",
+]

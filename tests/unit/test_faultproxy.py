@@ -13,7 +13,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from tests.support.faultproxy import Corrupt, FaultProxy, PassThrough, Reset, Slow, Status, Truncate
+from layerfill.remote.client import RegistryClient
+from layerfill.remote.errors import Unauthorized
+from tests.support.faultproxy import (
+    Challenged,
+    Corrupt,
+    FaultProxy,
+    PassThrough,
+    Reset,
+    Slow,
+    Stall,
+    Status,
+    TokenAuth,
+    TokenRequest,
+    Truncate,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -30,12 +44,14 @@ class _Origin(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     hits: list[tuple[str, str]]
+    authorizations: list[str | None]
 
     def log_message(self, *_: object) -> None:
         pass
 
     def do_GET(self) -> None:
         self.hits.append((self.command, self.path))
+        self.authorizations.append(self.headers.get("Authorization"))
         if self.path == "/unsized":
             # A close-delimited body: no Content-Length, the connection end marks the end.
             self.send_response(200)
@@ -76,14 +92,14 @@ class _Origin(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def origin() -> Iterator[tuple[str, list[tuple[str, str]]]]:
+def origin() -> Iterator[tuple[str, list[tuple[str, str]], list[str | None]]]:
     hits: list[tuple[str, str]] = []
-    handler = type("Origin", (_Origin,), {"hits": hits})
+    handler = type("Origin", (_Origin,), {"hits": hits, "authorizations": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     t = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    yield f"http://127.0.0.1:{server.server_address[1]}", hits, handler.authorizations
     server.shutdown()
     server.server_close()
 
@@ -210,6 +226,89 @@ def test_unsized_bodies_and_request_bodies_are_forwarded(proxy: FaultProxy) -> N
     assert (r.status_code, r.content) == (201, b"fedcba")
 
 
+def test_stall_sends_some_bytes_then_goes_silent_past_the_read_timeout(proxy: FaultProxy) -> None:
+    proxy.add(Stall(after=5000, seconds=30), digest=DIGEST, times=1)
+    conn = http.client.HTTPConnection(proxy.address, timeout=0.5)
+    conn.request("GET", BLOB_PATH)
+    resp = conn.getresponse()
+    assert resp.getheader("Content-Length") == str(len(BLOB))
+    assert resp.read(5000) == BLOB[:5000]
+    with pytest.raises(TimeoutError):
+        resp.read(1)
+    conn.close()
+    assert proxy.body_bytes(BLOB_PATH) == 5000
+    assert requests.get(proxy.url + BLOB_PATH, timeout=10).content == BLOB  # `times` used up
+
+
+def test_token_auth_answers_401_with_a_bearer_challenge_until_the_token_is_presented(proxy: FaultProxy, origin) -> None:
+    auth = proxy.require_token(service="reg")
+    r = requests.get(proxy.url + BLOB_PATH, timeout=10)
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == (
+        f'Bearer realm="{proxy.url}/token",service="reg",scope="repository:demo/app:pull"'
+    )
+    assert requests.get(proxy.url + "/v2/", timeout=10).headers["WWW-Authenticate"] == (
+        f'Bearer realm="{proxy.url}/token",service="reg"'
+    )
+    assert origin[1] == []  # nothing reached the upstream
+    got = requests.get(proxy.url + "/token", params={"service": "reg", "scope": "repository:demo/app:pull"}, timeout=10)
+    assert got.status_code == 200 and got.json()["expires_in"] == 300
+    token = got.json()["token"]
+    assert requests.get(proxy.url + BLOB_PATH, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
+    ok = requests.get(proxy.url + BLOB_PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert ok.content == BLOB
+    assert origin[1] == [("GET", BLOB_PATH)]
+    assert origin[2] == [None]  # the proxy's token is not forwarded
+    assert (auth.issued, auth.refused, auth.challenged) == (1, 0, 3)
+    assert auth.scopes == ["repository:demo/app:pull"]
+    assert [type(r.action) for r in proxy.requests()] == [Challenged, Challenged, TokenRequest, Challenged, PassThrough]
+    proxy.rotate_token()
+    assert (
+        requests.get(proxy.url + BLOB_PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 401
+    )
+
+
+def test_token_endpoint_requires_the_basic_credentials_when_given(proxy: FaultProxy) -> None:
+    auth = proxy.require_token("alice", "s3cret")
+    assert requests.get(proxy.url + "/token", timeout=10).status_code == 401
+    assert requests.get(proxy.url + "/token", auth=("alice", "wrong"), timeout=10).status_code == 401
+    assert requests.get(proxy.url + "/token", auth=("alice", "s3cret"), timeout=10).json()["token"] == auth.token
+    assert (auth.issued, auth.refused) == (1, 2)
+
+
+def test_tokens_past_their_max_age_are_refused_and_every_grant_is_a_new_token(proxy: FaultProxy) -> None:
+    proxy.require_token(max_age_s=0.5)
+    first = requests.get(proxy.url + "/token", timeout=10).json()["token"]
+    second = requests.get(proxy.url + "/token", timeout=10).json()["token"]
+    assert first != second
+    assert requests.get(proxy.url + BLOB_PATH, headers={"Authorization": f"Bearer {first}"}, timeout=10).ok
+    time.sleep(0.6)
+    assert (
+        requests.get(proxy.url + BLOB_PATH, headers={"Authorization": f"Bearer {first}"}, timeout=10).status_code == 401
+    )
+
+
+def test_layerfill_client_does_the_token_dance_and_recovers_from_a_revoked_token(proxy: FaultProxy, origin) -> None:
+    auth = proxy.require_token("alice", "s3cret")
+    proxy.add(Status(503), path="^/token$", times=1)  # a token endpoint hiccup is retried like any request
+    with RegistryClient(proxy.url, credentials=("alice", "s3cret")) as client:
+        with client.open_blob("demo/app", DIGEST) as blob:
+            assert b"".join(blob) == BLOB
+        assert [(r.path, r.status) for r in proxy.requests()] == [
+            (BLOB_PATH, 401), ("/token", 503), ("/token", 200), (BLOB_PATH, 200)
+        ]  # fmt: skip
+        assert client.blob_exists("demo/app", OTHER_DIGEST) == len(OTHER)  # the cached token goes out up front
+        assert auth.challenged == 1 and auth.issued == 1
+        proxy.rotate_token()
+        with client.open_blob("demo/app", OTHER_DIGEST) as blob:
+            assert b"".join(blob) == OTHER
+        assert auth.challenged == 2 and auth.issued == 2
+    assert origin[2] == [None, None, None]
+    with RegistryClient(proxy.url, credentials=("alice", "wrong")) as bad, pytest.raises(Unauthorized, match="refused"):
+        bad.blob_exists("demo/app", DIGEST)
+    assert auth.refused == 1
+
+
 @pytest.mark.parametrize(
     ("make", "field"),
     [
@@ -219,6 +318,9 @@ def test_unsized_bodies_and_request_bodies_are_forwarded(proxy: FaultProxy) -> N
         (lambda: Reset(after=True), "Reset.after"),
         (lambda: Status(700), "Status.code"),
         (lambda: Slow(bytes_per_s=0), "Slow.bytes_per_s"),
+        (lambda: Stall(after=1, seconds=0), "Stall.seconds"),
+        (lambda: TokenAuth(username="u"), "TokenAuth"),
+        (lambda: TokenAuth(max_age_s=0), "TokenAuth.max_age_s"),
     ],
 )
 def test_bad_settings_name_the_field(make, field: str) -> None:
