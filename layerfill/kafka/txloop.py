@@ -18,6 +18,7 @@ nothing again."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -34,6 +35,13 @@ from layerfill.kafka.retry import read_retry_headers
 from layerfill.observability.http import serve_health
 
 QUIET_COMMIT_INTERVAL_S = 1.0
+TRANSACTION_TIMEOUT_MS = 60_000  # kafka.extra["transaction.timeout.ms"] overrides it
+# A transaction still not committed after this many transaction timeouts is stuck: the coordinator has aborted it
+# long ago, and librdkafka can block in send_offsets_to_transaction past its own timeout once the coordinator's
+# broker restarted (confluentinc/librdkafka#5456, #5511), where nothing in the process can unblock it. The loop
+# then exits (EXIT_STUCK) so that it is restarted; nothing of the batch was committed, so it is consumed again.
+STUCK_AFTER_TIMEOUTS = 2
+EXIT_STUCK = 75  # EX_TEMPFAIL
 
 
 @dataclass
@@ -100,13 +108,15 @@ class TransactionalLoop:
             }
         )
         # The acked producer's settings, plus a transactional.id; a record may take as long as its transaction.
+        tx_timeout_ms = int(kafka.extra.get("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))
+        self.stuck_after_s = STUCK_AFTER_TIMEOUTS * tx_timeout_ms / 1000
         self.producer = Producer(
             producer_config(
                 kafka,
                 **{
                     "transactional.id": config.transactional_id,
-                    "transaction.timeout.ms": 60000,
-                    "message.timeout.ms": 60000,
+                    "transaction.timeout.ms": tx_timeout_ms,
+                    "message.timeout.ms": tx_timeout_ms,
                 },
             )
         )
@@ -142,7 +152,7 @@ class TransactionalLoop:
         try:
             while not self._stop.is_set():
                 self._resume_due()
-                msgs = self.consumer.consume(num_messages=cfg.batch_size, timeout=0.5)
+                msgs = self._next_batch()
                 if msgs:
                     if self.metrics.batch_seconds is not None:
                         with self.metrics.batch_seconds.time():
@@ -162,6 +172,19 @@ class TransactionalLoop:
             if on_close is not None:
                 on_close()
             self.log.info(f"{cfg.stage} stopped")
+
+    def _next_batch(self) -> list[Message]:
+        """Up to batch_size records, as soon as there are any. consume(n, timeout) waits out its whole timeout
+        unless n records arrive, which held a lone event up to 0.5 s (bench/latency.py): wait for one record,
+        then take what is already fetched."""
+        size = self.config.batch_size
+        msgs = self.consumer.consume(num_messages=size, timeout=0)
+        if msgs:
+            return msgs
+        msgs = self.consumer.consume(num_messages=1, timeout=0.5)
+        if msgs and size > 1:
+            msgs += self.consumer.consume(num_messages=size - 1, timeout=0)
+        return msgs
 
     # -- rebalance and retry pauses ----------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -228,6 +251,9 @@ class TransactionalLoop:
         self._quiet_offsets = {}
         if not offsets:
             return
+        watchdog = threading.Timer(self.stuck_after_s, self._stuck)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             self.producer.begin_transaction()
             for out in outcomes:
@@ -250,6 +276,8 @@ class TransactionalLoop:
                 self.log.exception("abort failed")
             self._rewind()
             return
+        finally:
+            watchdog.cancel()
         # Only now, with outputs and offsets committed, may the stage record that they are.
         for out in outcomes:
             if out.after_commit is not None:
@@ -258,6 +286,17 @@ class TransactionalLoop:
                 except Exception:
                     # Bookkeeping only (e.g. the state DB, a cache of what storage holds): never stop the loop.
                     self.log.exception("after-commit step failed", extra={"outcome": out.label})
+
+    def _stuck(self) -> None:
+        """The watchdog's verdict on a transaction that outlived STUCK_AFTER_TIMEOUTS timeouts: exit, to be restarted."""
+        self._fatal = f"Kafka transaction not committed after {self.stuck_after_s:.0f} s"
+        self.log.critical(
+            f"{self._fatal}: exiting so that the {self.config.stage} restarts; the uncommitted batch is consumed again",
+            extra={"transactional_id": self.config.transactional_id, "exit_code": EXIT_STUCK},
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_STUCK)  # the loop's thread is blocked in librdkafka: only exiting the process frees it
 
     def _produce(self, rec: OutRecord) -> None:
         while True:

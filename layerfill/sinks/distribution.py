@@ -128,8 +128,10 @@ class DistributionSink(Sink):
             log.warning(
                 "stored data for %s has %d bytes but %d are expected: fetching it again", d, existing, blob.size
             )
+        stale = self._open_uploads(data_key) if blob.size > MIN_PART_SIZE else set()
         with source() as chunks:
             self._upload_verified(data_key, chunks, str(d), blob.size)
+        self._abort_uploads(data_key, stale)
         self._write_link(link_key, d)  # only now: a link must never point at data that is not there
         return StoreResult("fetched", blob.size)
 
@@ -252,6 +254,28 @@ class DistributionSink(Sink):
                 )
         except SourceFailed as failed:
             raise failed.original from None
+
+    # Multipart uploads a writer could not abort (S3 down when its upload failed, the process killed) stay open,
+    # invisible but holding their parts, until aborted. Those open at a key before we upload it are aborted
+    # once our object is complete: the data is there, so any of them can only be stale or redundant (a live
+    # concurrent writer whose upload is aborted fails once, transiently, and then finds the data present).
+    # Only keys large enough for multipart (above S3's 5 MiB minimum part) can have any. minio has no public
+    # API for this; its internal calls are the plain S3 ListMultipartUploads and AbortMultipartUpload.
+    def _open_uploads(self, key: str) -> set[str]:
+        try:
+            result = self._client._list_multipart_uploads(self.bucket, prefix=key)
+        except Exception as exc:  # housekeeping only: never fail a store for it
+            log.warning("could not list open uploads at %s: %s", key, exc)
+            return set()
+        return {u.upload_id for u in result.uploads if u.object_name == key and u.upload_id}
+
+    def _abort_uploads(self, key: str, upload_ids: set[str]) -> None:
+        for upload_id in sorted(upload_ids):
+            try:
+                self._client._abort_multipart_upload(self.bucket, key, upload_id)
+                log.info("aborted a stale multipart upload at %s (%s)", key, upload_id)
+            except Exception as exc:
+                log.warning("could not abort the stale multipart upload %s at %s: %s", upload_id, key, exc)
 
     def _write_link(self, key: str, d: Digest) -> None:
         self._put_small(key, link_content(d))
