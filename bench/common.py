@@ -5,25 +5,32 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import io
 import json
+import math
 import os
 import platform
 import pstats
+import random
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 import requests
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from layerfill.kafka.keys import repository_key
 from layerfill.serde import events
@@ -108,6 +115,15 @@ _EVENTS = re.compile(r'^layerfill_fetcher_events_total\{outcome="([^"]+)"\}\s+([
 def fetcher_events(port: int) -> dict[str, float]:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return {outcome: float(v) for outcome, v in _EVENTS.findall(text)}
+
+
+_BATCHES = re.compile(r"^layerfill_fetcher_batch_seconds_count\s+([0-9.eE+]+)$", re.M)
+
+
+def fetcher_batches(port: int) -> int:
+    """How many batches the fetcher has processed (its batch-time histogram's count)."""
+    found = _BATCHES.search(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+    return int(float(found.group(1))) if found else 0
 
 
 def wait_events(port: int, total: int, timeout: float, interval: float = 0.1) -> list[tuple[float, float]]:
@@ -226,3 +242,199 @@ def print_profile(path: Path, top: int = 30) -> None:
     stats = pstats.Stats(str(path))
     stats.sort_stats("cumulative").print_stats(top)
     stats.sort_stats("tottime").print_stats(top)
+
+
+# -- percentiles ----------------------------------------------------------------------------------------------
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100): a value that was measured, never an interpolation."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def summary_ms(values: list[float]) -> dict[str, float | int | None]:
+    """p50/p99/min/max of seconds, in milliseconds."""
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000, 1)
+
+    return {"n": len(values), "p50_ms": ms(percentile(values, 50)), "p99_ms": ms(percentile(values, 99)),
+            "min_ms": ms(min(values, default=None)), "max_ms": ms(max(values, default=None))}  # fmt: skip
+
+
+# -- images pushed over the registry API (no skopeo process per image) ---------------------------------------
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def random_tar_layer(size: int, seed: int) -> bytes:
+    """An uncompressed tar with one file of `size` seeded random bytes: a valid layer, built in well under a
+    second for tens of MiB (gzip of random data would cost more than it is worth here)."""
+    data = random.Random(seed).randbytes(size)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("data.bin")
+        info.size = size
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    repository: str
+    tag: str
+    digest: str  # the manifest's
+    config: str
+    layers: tuple[tuple[str, int], ...]  # (digest, size)
+
+    @property
+    def blobs(self) -> list[str]:
+        return [self.config, *(d for d, _ in self.layers)]
+
+
+class ApiPusher:
+    """Pushes blobs and single-platform OCI images with the distribution API: monolithic uploads, and
+    cross-repository mounts for blobs already in the registry."""
+
+    def __init__(self, registry: str) -> None:
+        self.base = f"http://{registry}"
+        self.session = requests.Session()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def blob(self, repository: str, data: bytes) -> str:
+        digest = sha256_digest(data)
+        r = self.session.post(f"{self.base}/v2/{repository}/blobs/uploads/", timeout=60)
+        r.raise_for_status()
+        loc = r.headers["Location"]
+        loc = loc if loc.startswith("http") else f"{self.base}{loc}"
+        sep = "&" if "?" in loc else "?"
+        r = self.session.put(f"{loc}{sep}digest={digest}", data=data, timeout=300,
+                             headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        r.raise_for_status()
+        return digest
+
+    def mount(self, repository: str, digest: str, source: str) -> None:
+        r = self.session.post(f"{self.base}/v2/{repository}/blobs/uploads/",
+                              params={"mount": digest, "from": source}, timeout=60)  # fmt: skip
+        if r.status_code != 201:
+            raise RuntimeError(f"mount of {digest} from {source} into {repository}: HTTP {r.status_code}")
+
+    def image(self, repository: str, tag: str, layers: list[tuple[str, int]], note: str) -> PushedImage:
+        """A manifest over layers already pushed (or mounted) into `repository`; `note` makes its config, and so
+        its digest, unique. Layers are uncompressed tars, so their diff_ids are their digests."""
+        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"bench": note}},
+                             "rootfs": {"type": "layers", "diff_ids": [d for d, _ in layers]}},
+                            sort_keys=True, separators=(",", ":")).encode()  # fmt: skip
+        config_digest = self.blob(repository, config)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER_TAR, "digest": d, "size": s} for d, s in layers],
+        }, sort_keys=True, separators=(",", ":")).encode()  # fmt: skip
+        r = self.session.put(f"{self.base}/v2/{repository}/manifests/{tag}", data=manifest, timeout=60,
+                             headers={"Content-Type": OCI_MANIFEST})  # fmt: skip
+        r.raise_for_status()
+        return PushedImage(repository, tag, sha256_digest(manifest), config_digest, tuple(layers))
+
+
+# -- watching output topics -----------------------------------------------------------------------------------
+@dataclass
+class Seen:
+    """One record read by a TopicWatch: when this process read it and its Kafka (producer) timestamp."""
+
+    topic: str
+    partition: int
+    t_seen: float  # time.time() at consume
+    t_record: float  # the record's CreateTime, seconds
+    value: dict[str, Any]
+
+
+class TopicWatch:
+    """Reads topics from their start in a thread (read_committed, one record per poll, so the consume time of
+    each record is accurate to the poll) and keeps the records whose repository starts with `prefix`."""
+
+    def __init__(self, bootstrap: str, topics: list[str], prefix: str, codec: EventCodec | None = None) -> None:
+        self.codec = codec or EventCodec()
+        self.prefix = prefix
+        self.topics = topics
+        self.records: list[Seen] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        # fetch.wait.max.ms: the broker answers a fetch as soon as there is data; a short wait bounds the
+        # delay after a transaction commit makes data visible to read_committed.
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-watch-{uuid.uuid4().hex[:8]}",
+                                   "isolation.level": "read_committed", "enable.auto.commit": False,
+                                   "fetch.wait.max.ms": 10})  # fmt: skip
+        parts = []
+        for topic in topics:
+            md = self._consumer.list_topics(topic, timeout=10).topics[topic]
+            parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions]
+        self._consumer.assign(parts)
+        self._thread = threading.Thread(target=self._run, name="topic-watch", daemon=True)
+
+    def __enter__(self) -> TopicWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            m = self._consumer.poll(0.05)
+            if m is None or m.error():
+                continue
+            t = time.time()
+            _, value = self.codec.decode(m.value())
+            if not str(value.get("repository", "")).startswith(self.prefix):
+                continue
+            with self._cond:
+                self.records.append(Seen(m.topic(), m.partition(), t, m.timestamp()[1] / 1000, value))
+                self._cond.notify_all()
+
+    def find(self, topic: str, repository: str | None = None) -> list[Seen]:
+        with self._cond:
+            return [s for s in self.records if s.topic == topic and (repository is None
+                                                                       or s.value["repository"] == repository)]  # fmt: skip
+
+    def wait(self, topic: str, repository: str | None, timeout: float, count: int = 1) -> list[Seen]:
+        """The first `count` records of `repository` (any, when None) on `topic`; [] when they do not come."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [s for s in self.records if s.topic == topic
+                         and (repository is None or s.value["repository"] == repository)]  # fmt: skip
+                left = deadline - time.monotonic()
+                if len(found) >= count or left <= 0:
+                    return found
+                self._cond.wait(left)
+
+
+# -- consumer groups -------------------------------------------------------------------------------------------
+def wait_group(bootstrap: str, group: str, members: int, partitions: int, timeout: float = 120) -> dict[str, int]:
+    """Until `group` is stable with `members` members that hold `partitions` partitions between them; returns
+    partitions per member (member id)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    last: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+        last = {m.member_id: len(m.assignment.topic_partitions) for m in desc.members}
+        if (
+            desc.state == ConsumerGroupState.STABLE
+            and len(desc.members) == members
+            and sum(last.values()) >= partitions
+        ):
+            return last
+        time.sleep(0.2)
+    raise TimeoutError(f"group {group} not stable with {members} members in {timeout}s: {last}")
