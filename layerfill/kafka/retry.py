@@ -31,11 +31,14 @@ def read_retry_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Re
     return RetryInfo(attempt, due)
 
 
-def next_step(info: RetryInfo, delays_s: Sequence[float], now_ms: int, jitter: float = 0.1) -> RetryInfo | None:
-    """The retry to schedule after a failed attempt, or None when the retries are used up (dead-letter)."""
+def next_step(
+    info: RetryInfo, delays_s: Sequence[float], now_ms: int, jitter: float = 0.1, not_before_s: float = 0.0
+) -> RetryInfo | None:
+    """The retry to schedule after a failed attempt, or None when the retries are used up (dead-letter).
+    `not_before_s` is a pause the other side asked for (Retry-After): the retry is never due sooner."""
     if info.attempt >= len(delays_s):
         return None
-    delay = delays_s[info.attempt] * (1 + random.uniform(-jitter, jitter))
+    delay = max(delays_s[info.attempt] * (1 + random.uniform(-jitter, jitter)), not_before_s)
     return RetryInfo(info.attempt + 1, now_ms + int(delay * 1000))
 
 
