@@ -48,5 +48,7 @@ def load_json_body(body: bytes) -> object:
     """The request body as JSON, or MalformedBody (answered 400) naming why not."""
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise MalformedBody("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and integers past int's digit limit
         raise MalformedBody(f"body is not valid JSON: {exc}") from None

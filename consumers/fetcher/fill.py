@@ -8,23 +8,33 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from layerfill.config.routes import Route, find_route
 from layerfill.config.settings import Settings
+from layerfill.oci import mediatypes
 from layerfill.oci.manifest import ImageIndex, ImageManifest, parse_manifest
 from layerfill.oci.plan import BlobItem, Plan, PlatformPolicy
-from layerfill.oci.reference import validate_digest, validate_registry, validate_repository
+from layerfill.oci.reference import (
+    InvalidReference,
+    validate_digest,
+    validate_registry,
+    validate_repository,
+    validate_tag_or_digest,
+)
+from layerfill.remote.blob import BlobStream
 from layerfill.remote.client import RegistryClient
 from layerfill.serde import events
 from layerfill.sinks.base import BlobSpec, Sink, StoreResult
 from layerfill.state.records import BlobRecord
 
 from . import metrics
+from .errors import PermanentError
 from .resolve import resolve_manifest
 
 log = logging.getLogger("layerfill.fetcher")
@@ -169,10 +179,21 @@ class ImageFiller:
         self.resources = resources
         self.blob_pool = blob_pool
 
-    def route_for(self, event: dict[str, Any]) -> Route:
+    @staticmethod
+    def validate(event: dict[str, Any]) -> None:
+        """Every field the fill uses, known good (InvalidReference naming the bad one otherwise): a producer that
+        skipped validation, or a hand-written record, gets a dead letter, never a request or a storage key."""
         validate_registry(event["registry"])
         validate_repository(event["repository"])
         validate_digest(event["digest"])
+        if event.get("reference") is not None:
+            validate_tag_or_digest(event["reference"])
+        media_type = event.get("media_type")
+        if media_type is not None and not (mediatypes.is_manifest(media_type) or mediatypes.is_index(media_type)):
+            raise InvalidReference("media_type", media_type, "not an image manifest or index type")
+
+    def route_for(self, event: dict[str, Any]) -> Route:
+        self.validate(event)
         return find_route(self.settings.routes, event["registry"], event["repository"])
 
     def fill(self, event: dict[str, Any]) -> FillResult:
@@ -208,6 +229,8 @@ class ImageFiller:
             if isinstance(doc, ImageIndex):
                 for child in plan.add_index(digest, doc):
                     got = resolve_manifest(client, upstream_repo, child.digest)
+                    if len(got.data) != child.size:
+                        raise DescriptorSizeMismatch(child.digest, child.size, len(got.data), "manifest")
                     pending.append((child.digest, got.data, got.media_type or child.media_type, False))
             elif isinstance(doc, ImageManifest):
                 blobs.extend(plan.add_image(digest, doc))
@@ -249,7 +272,24 @@ class ImageFiller:
             stored = sink.store_blob(
                 repository,
                 BlobSpec(item.digest, item.size, item.media_type),
-                lambda: client.open_blob(upstream_repo, item.digest),
+                lambda: _open_checked(client, upstream_repo, item),
             )
         metrics.count_item(item.kind, stored.outcome, stored.bytes_fetched)
         return stored
+
+
+class DescriptorSizeMismatch(PermanentError):
+    """The upstream serves a blob or child manifest at a size other than the one its descriptor states. Content is
+    addressed by digest, so the size cannot vary: the manifest lies, and fetching again cannot help."""
+
+    def __init__(self, digest: str, declared: int, served: int, what: str = "blob") -> None:
+        super().__init__(f"{what} {digest}: its descriptor says {declared} bytes but the upstream serves {served}")
+
+
+@contextmanager
+def _open_checked(client: RegistryClient, upstream_repo: str, item: BlobItem) -> Iterator[BlobStream]:
+    """The blob stream, refused before a byte is read when its Content-Length contradicts the descriptor."""
+    with client.open_blob(upstream_repo, item.digest) as blob:
+        if blob.size is not None and blob.size != item.size:
+            raise DescriptorSizeMismatch(item.digest, item.size, blob.size)
+        yield blob

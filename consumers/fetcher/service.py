@@ -42,6 +42,11 @@ _ALREADY_COMPLETE = Outcome(label="already_complete")
 _DUPLICATE_IN_BATCH = Outcome(label="duplicate_in_batch")
 
 
+def _retry_after(exc: BaseException) -> float:
+    """The pause an upstream asked for (429/503 Retry-After), 0 when it named none."""
+    return float(getattr(exc, "retry_after", None) or 0.0)
+
+
 class FetcherService:
     def __init__(self, settings: Settings, *, state: StateStore | None = None, codec: EventCodec | None = None) -> None:
         self.settings = settings
@@ -120,7 +125,13 @@ class FetcherService:
         # Backfill and `verify --repair` events exist because storage may disagree with what this process or the
         # state DB believes: they always go to the filler, which checks every blob in storage.
         if key in self.known_complete and ev.get("source") != "backfill":
+            # The key matched one validated before, and nothing else of the event is used: the firehose skips
+            # validation (it cost as much as the decode).
             return ev, _ALREADY_COMPLETE
+        try:
+            self.filler.validate(ev)  # before the state DB or a log line sees its fields
+        except Exception as exc:
+            return None, self._dead_letter(m, exc, attempts=1)
         if key in in_batch:
             return ev, _DUPLICATE_IN_BATCH
         in_batch.add(key)
@@ -155,12 +166,15 @@ class FetcherService:
                     if not is_transient(exc):
                         log.warning("permanent failure", extra={**extra, "error": describe(exc)})
                         return self._dead_letter(m, exc, attempts=info.attempt + attempt, event=ev)
-                    metrics.RETRIES.labels("in_process").inc()
                     log.warning("attempt failed", extra={**extra, "attempt": attempt, "error": describe(exc)})
+                    backoff = min(0.5 * 2 ** (attempt - 1), 5.0)
+                    if _retry_after(exc) > backoff:
+                        break  # the upstream asked for a longer pause: wait on the retry topic, not in this thread
                     if attempt < cfg.attempts_in_process and not self.loop.stopping:
-                        time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
+                        metrics.RETRIES.labels("in_process").inc()
+                        time.sleep(backoff)
         assert last is not None
-        step = next_step(info, cfg.retry_delays_s, int(time.time() * 1000))
+        step = next_step(info, cfg.retry_delays_s, int(time.time() * 1000), not_before_s=_retry_after(last))
         if step is None:
             return self._dead_letter(m, last, attempts=info.attempt + cfg.attempts_in_process, event=ev)
         metrics.RETRIES.labels("retry_topic").inc()
