@@ -322,7 +322,19 @@ class TransactionalLoop:
         assignment = self.consumer.assignment()
         if not assignment:
             return
-        for tp in self.consumer.committed(assignment, timeout=30):
+        delay = 1.0
+        while True:
+            try:
+                committed = self.consumer.committed(assignment, timeout=30)
+                break
+            except KafkaException as exc:
+                # The group coordinator moves while a broker restarts (NOT_COORDINATOR): ask again. The
+                # transaction's watchdog, still armed here, bounds the wait by exiting for a restart.
+                self.log.warning("committed offsets unavailable; asking again", extra={"error": str(exc)})
+                if self._stop.wait(delay):
+                    return  # shutting down: nothing is committed, the next owner resumes from the committed offsets
+                delay = min(delay * 2, 10.0)
+        for tp in committed:
             self.consumer.seek(
                 TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
             )

@@ -61,3 +61,43 @@ def test_a_stuck_transaction_exits_the_process(monkeypatch: pytest.MonkeyPatch, 
     assert exits_with == ([EXIT_STUCK] if exits else [])
     assert (loop._fatal is not None) is exits
     assert after == [True]  # (the real process is gone by then; the fake returns)
+
+
+class FlakyCommittedConsumer:
+    """committed() fails like a consumer whose coordinator is moving, then answers."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def assignment(self) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition("in", 0)]
+
+    def committed(self, parts: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        if self.failures:
+            self.failures -= 1
+            raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "Broker: Not coordinator"))
+        return [TopicPartition("in", 0, 7)]
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+
+def test_rewind_asks_again_while_the_coordinator_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = _loop(1000)
+    loop.consumer = FlakyCommittedConsumer(failures=2)  # type: ignore[assignment]
+    monkeypatch.setattr(loop._stop, "wait", lambda delay: False)  # no real sleeping
+    loop._rewind()
+    assert loop.consumer.seeks == [("in", 0, 7)]  # type: ignore[attr-defined]
+
+
+def test_rewind_gives_up_quietly_when_the_loop_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = _loop(1000)
+    loop.consumer = FlakyCommittedConsumer(failures=100)  # type: ignore[assignment]
+    loop.stop()
+    loop._rewind()
+    assert loop.consumer.seeks == []  # type: ignore[attr-defined]
