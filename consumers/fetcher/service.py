@@ -42,6 +42,9 @@ _ALREADY_COMPLETE = Outcome(label="already_complete")
 _DUPLICATE_IN_BATCH = Outcome(label="duplicate_in_batch")
 
 
+MAX_IN_PROCESS_PAUSE_S = 5.0  # longer pauses hand the event to the retry topic rather than hold a worker
+
+
 def _retry_after(exc: BaseException) -> float:
     """The pause an upstream asked for (429/503 Retry-After), 0 when it named none."""
     return float(getattr(exc, "retry_after", None) or 0.0)
@@ -167,12 +170,14 @@ class FetcherService:
                         log.warning("permanent failure", extra={**extra, "error": describe(exc)})
                         return self._dead_letter(m, exc, attempts=info.attempt + attempt, event=ev)
                     log.warning("attempt failed", extra={**extra, "attempt": attempt, "error": describe(exc)})
-                    backoff = min(0.5 * 2 ** (attempt - 1), 5.0)
-                    if _retry_after(exc) > backoff:
-                        break  # the upstream asked for a longer pause: wait on the retry topic, not in this thread
+                    # The upstream's Retry-After is a floor; a pause too long to hold this thread for waits on
+                    # the retry topic instead.
+                    pause = max(min(0.5 * 2 ** (attempt - 1), MAX_IN_PROCESS_PAUSE_S), _retry_after(exc))
+                    if pause > MAX_IN_PROCESS_PAUSE_S:
+                        break
                     if attempt < cfg.attempts_in_process and not self.loop.stopping:
                         metrics.RETRIES.labels("in_process").inc()
-                        time.sleep(backoff)
+                        time.sleep(pause)
         assert last is not None
         step = next_step(info, cfg.retry_delays_s, int(time.time() * 1000), not_before_s=_retry_after(last))
         if step is None:
