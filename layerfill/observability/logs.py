@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -26,12 +27,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+# Values that would break a logfmt pair or start a new line are quoted JSON-style, so an event field
+# carrying "\n" or "x=y" cannot forge a line or a field in the text format.
+_NEEDS_QUOTING = re.compile(r'[\s"=\\]|[^\x20-\x7e]')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _logfmt_value(value: object) -> str:
+    text = str(value)
+    if text and not _NEEDS_QUOTING.search(text):
+        return text
+    return json.dumps(text)
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda m: json.dumps(m.group())[1:-1], text)
+
+
 class TextFormatter(logging.Formatter):
+    """Human-readable lines for development; one record is always exactly one line (plus a traceback)."""
+
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+            f"{k}={_logfmt_value(v)}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD and not k.startswith("_")
         )
-        base = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        base = f"{record.levelname.lower():7} {record.name}: {_escape_controls(record.getMessage())}"
         out = f"{base} {extras}".rstrip()
         if record.exc_info:
             out += "\n" + self.formatException(record.exc_info)
