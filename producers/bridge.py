@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -130,7 +131,17 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> Starle
         Route("/readyz", healthz),
         Route("/metrics", metrics),
     ]
-    app = Starlette(routes=routes)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        log.info("bridge serving", extra={"host": cfg.host, "port": cfg.port})
+        yield
+        # Runs after uvicorn has drained in-flight requests and before it re-raises SIGTERM (which would skip
+        # any `finally` around uvicorn.run): the producer is flushed and its poller stopped on every shutdown.
+        await asyncio.to_thread(pub.close)
+        log.info("bridge stopped; producer flushed")
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.publisher = pub
     return app
 
@@ -139,7 +150,4 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     app = create_app(settings)
-    try:
-        uvicorn.run(app, host=settings.bridge.host, port=settings.bridge.port, log_level="warning", access_log=False)
-    finally:
-        app.state.publisher.close()
+    uvicorn.run(app, host=settings.bridge.host, port=settings.bridge.port, log_level="warning", access_log=False)

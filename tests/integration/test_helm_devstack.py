@@ -341,6 +341,8 @@ def test_chart_config_runs_setup_job_and_the_chain_bridge_fetcher_scanner(devsta
                     pytest.fail(f"{pod.component} still running after its grace period\n{pod.log()}")
                 # uvicorn (the bridge) re-raises the signal once its graceful shutdown is done: 143 in a container.
                 assert code in ((0, -signal.SIGTERM) if pod.component == "bridge" else (0,)), pod.log()
+            # ...and that shutdown flushed the bridge's producer first (the lifespan hook, not a skipped `finally`).
+            assert "bridge stopped; producer flushed" in by_name["bridge"].log()
         finally:
             for reader in readers:
                 reader.close()

@@ -34,6 +34,7 @@ class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[OutRecord] = []
         self.unavailable = False
+        self.closed = 0
 
     def send_and_wait(self, records: Sequence[OutRecord], timeout: float = 35.0) -> list[Delivered]:
         if self.unavailable:
@@ -46,7 +47,7 @@ class RecordingProducer:
         return [Delivered(r.topic, 0, start + i) for i, r in enumerate(records)]
 
     def close(self, timeout: float = 30.0) -> None:
-        pass
+        self.closed += 1
 
     def on(self, topic: str) -> list[OutRecord]:
         return [r for r in self.sent if r.topic == topic]

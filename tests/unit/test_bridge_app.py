@@ -322,3 +322,11 @@ def test_only_post_is_routed(bridge) -> None:
     client, _ = bridge
     assert client.get(DIST).status_code == 405
     assert client.post("/v1/notifications/other", content=b"{}", headers=headers()).status_code == 404
+
+
+def test_shutdown_closes_the_publisher_once_after_serving() -> None:
+    app, producer = make_app()
+    with make_client(app) as client:
+        assert client.post(DIST, content=envelope(distribution_event()), headers=headers()).status_code == 200
+        assert producer.closed == 0
+    assert producer.closed == 1
