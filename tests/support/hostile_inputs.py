@@ -232,7 +232,9 @@ def webhook_requests(draw: st.DrawFn, token: str, max_body: int) -> WebhookReque
                 st.sampled_from(["", "text/plain", "application/xml", "multipart/form-data; boundary=x",
                                  "application/x-www-form-urlencoded", "application/vnd.docker.distribution.events.v3+json",
                                  "application/json-seq", "*/*"]),
-                st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60),
+                # Stripped: a field value's surrounding whitespace is not part of it (RFC 9110 5.5), and
+                # requests refuses to send a value that starts with a space.
+                st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.strip),
             )
         )  # fmt: skip
         return WebhookRequest(kind, DIST, _dump(draw(envelopes)), headers=_dist_headers(token, ctype))
