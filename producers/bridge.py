@@ -141,9 +141,7 @@ def create_app(settings: Settings, publisher: Publisher | None = None) -> Starle
         await asyncio.to_thread(pub.close)
         log.info("bridge stopped; producer flushed")
 
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.publisher = pub
-    return app
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def serve(settings: Settings) -> None:

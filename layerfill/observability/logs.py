@@ -6,9 +6,15 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+def _extra_fields(record: logging.LogRecord) -> Iterator[tuple[str, object]]:
+    """The context passed as `extra=`: whatever a LogRecord does not carry by itself."""
+    return ((k, v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,9 +25,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for k, v in record.__dict__.items():
-            if k not in _STANDARD and not k.startswith("_"):
-                doc[k] = v if isinstance(v, str | int | float | bool | type(None)) else str(v)
+        for k, v in _extra_fields(record):
+            doc[k] = v if isinstance(v, str | int | float | bool | type(None)) else str(v)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
@@ -48,11 +53,7 @@ class TextFormatter(logging.Formatter):
     """Human-readable lines for development; one record is always exactly one line (plus a traceback)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{k}={_logfmt_value(v)}"
-            for k, v in record.__dict__.items()
-            if k not in _STANDARD and not k.startswith("_")
-        )
+        extras = " ".join(f"{k}={_logfmt_value(v)}" for k, v in _extra_fields(record))
         base = f"{record.levelname.lower():7} {record.name}: {_escape_controls(record.getMessage())}"
         out = f"{base} {extras}".rstrip()
         if record.exc_info:

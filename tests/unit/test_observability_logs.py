@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -46,8 +47,6 @@ def test_text_traceback_still_follows_on_its_own_lines() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        import sys
-
         record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
     out = TextFormatter().format(record)
     assert out.splitlines()[0] == "error   t: failed"
