@@ -6,6 +6,7 @@ gets a 5xx and its own retry (threshold/backoff) redelivers later: nothing is lo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,8 @@ from contextlib import asynccontextmanager
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from layerfill.config.settings import Settings
@@ -33,6 +35,15 @@ Parser = Callable[[bytes, str | None], Parsed]
 
 class BodyTooLarge(Exception):
     pass
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """ASCII-only JSON. Answers echo what the caller sent (an ignored action, a reason naming a value), and a
+    JSON string escape like "\\ud800" decodes to a lone surrogate that UTF-8 cannot encode: Starlette's own
+    rendering raised on it and the registry got a 500 for a batch it would then retry forever."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:

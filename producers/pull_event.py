@@ -47,8 +47,12 @@ class MalformedBody(ValueError):
 def load_json_body(body: bytes) -> object:
     """The request body as JSON, or MalformedBody (answered 400) naming why not."""
     try:
-        return json.loads(body)
+        # Strictly UTF-8 (RFC 8259 section 8.1): json.loads(bytes) also guesses UTF-16/32 and lets encoded
+        # surrogates through ("surrogatepass"), which no registry sends and nothing downstream can encode.
+        return json.loads(body.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(f"body is not valid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
         raise MalformedBody("body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and integers past int's digit limit
+    except ValueError as exc:  # JSONDecodeError, and integers past int's digit limit
         raise MalformedBody(f"body is not valid JSON: {exc}") from None

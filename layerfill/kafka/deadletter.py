@@ -39,7 +39,9 @@ def dlq_headers(
     if consumer_group is not None:
         h["consumer.group"] = consumer_group
     h.update(extra or {})
-    return [(PREFIX + k, v.encode()) for k, v in h.items()]
+    # backslashreplace: a message may quote input holding a lone surrogate, which strict UTF-8 refuses; the
+    # dead letter must still be written (failing here would lose or endlessly retry the event).
+    return [(PREFIX + k, v.encode("utf-8", "backslashreplace")) for k, v in h.items()]
 
 
 def parse_dlq_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:

@@ -149,9 +149,10 @@ def mutated(draw: st.DrawFn, base: st.SearchStrategy[Any], values: st.SearchStra
     return doc
 
 
-def _dump(doc: Any) -> bytes:
-    # ensure_ascii=False: lone surrogates and control characters reach the server as raw (invalid) UTF-8 too.
-    return json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+def _dump(doc: Any, escaped: bool = False) -> bytes:
+    # Unescaped, lone surrogates and control characters reach the server as raw (invalid) UTF-8; escaped, as
+    # valid JSON ("\\ud800") that decodes to a string UTF-8 cannot encode. Both once failed the bridge.
+    return json.dumps(doc, ensure_ascii=escaped).encode("utf-8", "surrogatepass")
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -187,9 +188,10 @@ def webhook_requests(draw: st.DrawFn, token: str, max_body: int) -> WebhookReque
         return WebhookRequest(kind, HARBOR, _dump(draw(webhooks)), headers=harbor_ok)
     if kind == "dist-hostile-fields":
         doc = draw(mutated(envelopes, WEBHOOK_TEXT))
-        return WebhookRequest(kind, DIST, _dump(doc), headers=dist_ok)
+        return WebhookRequest(kind, DIST, _dump(doc, draw(st.booleans())), headers=dist_ok)
     if kind == "harbor-hostile-fields":
-        return WebhookRequest(kind, HARBOR, _dump(draw(mutated(webhooks, WEBHOOK_TEXT))), headers=harbor_ok)
+        doc = draw(mutated(webhooks, WEBHOOK_TEXT))
+        return WebhookRequest(kind, HARBOR, _dump(doc, draw(st.booleans())), headers=harbor_ok)
     if kind == "truncated":
         path, doc, hdrs = draw(st.sampled_from([(DIST, envelopes, dist_ok), (HARBOR, webhooks, harbor_ok)]))
         body = _dump(draw(doc))

@@ -13,7 +13,7 @@ from layerfill.kafka.deadletter import parse_dlq_headers
 from layerfill.oci import mediatypes
 from layerfill.producers.publisher import MAX_DEAD_LETTER_BYTES
 from layerfill.serde.codec import EventCodec
-from tests.support.notifications import V1, V2, distribution_event, envelope, harbor_pull
+from tests.support.notifications import V1, V2, distribution_event, envelope, fake_digest, harbor_pull
 from tests.unit.bridge_support import (
     DIST,
     DLQ_TOPIC,
@@ -241,6 +241,44 @@ def test_malformed_bodies_are_400_with_a_reason(bridge, body: bytes, reason: str
     assert resp.status_code == 400
     assert reason in resp.json()["error"]
     assert producer.sent == []
+
+
+@pytest.mark.parametrize("path", [DIST, HARBOR])
+def test_a_body_that_is_not_utf8_is_400_naming_the_encoding(bridge, path: str) -> None:
+    client, producer = bridge
+    doc = {"events": [distribution_event(action="\ud800")]} if path == DIST else harbor_pull(event_type="\ud800")
+    # Unescaped, a lone surrogate becomes bytes (ED A0 80) that are not UTF-8; no registry sends them.
+    body = json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    assert b"\xed\xa0\x80" in body
+    resp = client.post(path, content=body, headers=headers() if path == DIST else {"authorization": TOKEN})
+    assert resp.status_code == 400
+    assert "not UTF-8" in resp.json()["error"]
+    assert producer.sent == []
+
+
+def test_escaped_lone_surrogates_are_ignored_or_dead_lettered_never_a_5xx(bridge) -> None:
+    """Valid JSON ("\\ud800" escapes) decoding to strings UTF-8 cannot encode: echoed back in the answer
+    (an ignored action) and quoted in a dead letter's cause, both must still serialise."""
+    client, producer = bridge
+    push = distribution_event(action="\ud800")
+    bad_repo = distribution_event(repository="team/\ud800", digest=fake_digest("bad"))
+    good = distribution_event(repository="ok/repo")
+    resp = client.post(DIST, content=envelope(push, bad_repo, good), headers=headers())
+    assert resp.status_code == 200, resp.text
+    assert resp.content.isascii()
+    assert resp.json() == {
+        "published": 1,
+        "dead_lettered": 1,
+        "ignored": {"action:\ud800": 1},
+        "event_ids": resp.json()["event_ids"],
+    }
+    (dead,) = producer.on(DLQ_TOPIC)
+    assert json.loads(dead.value)["target"]["repository"] == "team/\ud800"
+    assert "target.repository" in parse_dlq_headers(dead.headers)["error.message"]
+    harbor_doc = json.dumps(harbor_pull(event_type="\ud800")).encode()
+    assert b"\\ud800" in harbor_doc
+    resp = client.post(HARBOR, content=harbor_doc, headers={"authorization": TOKEN})
+    assert resp.status_code == 200 and resp.json()["ignored"] == {"type:\ud800": 1}
 
 
 def test_kafka_unavailable_is_503_with_retry_after(bridge) -> None:

@@ -76,3 +76,9 @@ def test_replay_record_restores_key_value_and_own_headers() -> None:
     assert not [k for k in headers if k.startswith("layerfill.dlq.")]
     with pytest.raises(ValueError, match="no original topic"):
         replay_record(_dead(original=None))
+
+
+def test_a_cause_quoting_a_lone_surrogate_still_makes_headers() -> None:
+    # A message may quote input (JSON "\ud800" escapes decode to lone surrogates): never fail the dead letter.
+    headers = dict(dlq_headers(stage="bridge", error_class="InvalidEvent", error_message="bad tag 'a\ud800'"))
+    assert headers["layerfill.dlq.error.message"] == b"bad tag 'a\\ud800'"
