@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-import pytest
+import os
 
-from tests.support.stack import DevStack
+import pytest
+from hypothesis import settings
+
+# Loaded before any test module builds its own settings, so they inherit the profile. "ci" (.ci/run) draws the
+# same examples every run: a red CI is a regression, not a lucky draw. "explore", the default, draws new ones
+# each run; `make faults-full` explores at full size. A failure prints the blob that reproduces it either way.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "explore"))
+
+from tests.support.stack import DevStack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
