@@ -50,5 +50,5 @@ def retry_headers(
         *keep,
         (ATTEMPT, str(step.attempt).encode()),
         (DUE_MS, str(step.due_ms).encode()),
-        (ERROR, error[:1000].encode()),
+        (ERROR, error[:1000].encode("utf-8", "backslashreplace")),  # as dlq_headers: an error may quote input
     ]

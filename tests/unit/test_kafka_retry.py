@@ -33,3 +33,8 @@ def test_headers_round_trip_and_mangled_headers_mean_due_now() -> None:
     assert read_retry_headers([("layerfill.retry.attempt", b"nope"), ("layerfill.retry.due_ms", b"-5")]) == RetryInfo(
         0, 0
     )
+
+
+def test_an_error_quoting_a_lone_surrogate_still_makes_headers() -> None:
+    hdrs = dict(retry_headers(RetryInfo(1, 0), "bad 'a\ud800'", None))
+    assert hdrs["layerfill.retry.last_error"] == b"bad 'a\\ud800'"
