@@ -86,8 +86,15 @@ class Kafka(Service):
         (d / "log4j2.properties").write_text(LOG4J2.format(log=self.ctx.paths.logs / "kafka-server.log"))
         if not (d / "logs" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            # An id may start with "-" (1 in 64): passed as "--cluster-id=<id>" it is never read as an option.
             res = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(d / "server.properties")),
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(d / "server.properties"),
+                ),
                 capture_output=True,
                 text=True,
             )
