@@ -152,7 +152,10 @@ class ReferrerSync:
         else:  # the referrers tag schema: an index of artifacts
             if not isinstance(doc, ImageIndex):
                 raise ValueError(f"referrers tag {lookup.tag} names a {doc.media_type}, not an index")
+            # Stored as served (its digest is the upstream's): entries the policy left out stay listed, absent.
             tag = KnownTag(head.digest, self._copy_entries(referrer_entries(doc), budget, counts))
+        if not tag.artifacts:
+            return None  # nothing admitted: no tag naming content the cache lacks, and no memory of it either
         self.sink.store_manifest(self.repository, head.digest, doc.media_type, data)
         self.sink.store_tag(self.repository, lookup.tag, head.digest)
         memory.tags[lookup.tag] = tag
