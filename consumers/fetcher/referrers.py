@@ -87,6 +87,8 @@ class ReferrerSync:
         self.policy = policy
         self.previous = previous or Memory()
         self.requests: Tally[str] = Tally()
+        # Artifacts stored by the last check, by digest: content-addressed, so never fetched again.
+        self._known = {a.digest: a for t in self.previous.tags.values() for a in t.artifacts}
 
     def run(self, subjects: list[str]) -> SyncResult:
         memory = Memory(referrers_api=self.previous.referrers_api, subjects=list(subjects))
@@ -178,7 +180,9 @@ class ReferrerSync:
         tag_name = tag_schema_tag(lookup.subject)
         if self.sink.name == "registry" or not kept:
             # A proxy fetches tags from the upstream, which has none here; the artifacts are warmed by digest.
-            return KnownTag(lookup.subject, artifacts)
+            tag = KnownTag(digest_of(got.content), artifacts)
+            memory.tags[tag_name] = tag
+            return tag
         # This cache has no referrers API: clients fall back to the tag schema, so the cache gets that index.
         index = tag_schema_index([e for e in entries if e.digest in kept])
         digest = digest_of(index)
@@ -199,6 +203,13 @@ class ReferrerSync:
     def _copy_entries(self, entries: list[Descriptor], budget: Budget, counts: Counts) -> list[KnownArtifact]:
         out: list[KnownArtifact] = []
         for entry in entries:
+            known = self._known.get(entry.digest)
+            if known is not None:  # stored by an earlier check (a tag-schema index that gained an entry)
+                budget.artifacts += 1
+                budget.bytes += known.bytes
+                ARTIFACTS.labels(known.kind, "unchanged").inc()
+                out.append(known)
+                continue
             announced = classify_descriptor(entry)
             if announced is not None and announced not in self.policy.follow:
                 counts.skipped += 1
