@@ -5,7 +5,10 @@ through the proxy. After layerfill, with the upstream down, `cosign verify --key
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +56,30 @@ def _assert_offline_supply_chain(signer: Signer, ref: str, sbom: bytes, out: Pat
     assert (out / "sbom.spdx.json").read_bytes() == sbom
 
 
+def _assert_status_counts(p, prefix: str, repo: str) -> None:
+    """`layerfill status` shows the artifact counts, per image and in total (from the fetcher's state DB)."""
+
+    def status(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "layerfill.cli.main", "status", "--repository", prefix, *args],
+                              env={**p.env("status"), "COLUMNS": "200"}, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    deadline = time.monotonic() + 30  # the state DB is written just after the Kafka commit
+    while True:
+        res = status("--json")
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        views = {v["repository"]: v for v in doc["images"]}
+        if views.get(repo, {}).get("referrers") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    counts = views[repo]["referrers"]
+    assert (counts["signatures"], counts["sboms"]) == (1, 1), views
+    assert doc["totals"]["referrers"]["signatures"] >= 1
+    table = status()
+    assert table.returncode == 0 and "1 sig, 1 sbom" in table.stdout, table.stdout
+    assert "supply-chain artifacts: 1 signatures, 0 attestations, 1 SBOMs" in table.stdout
+
+
 def _push_index(devstack: DevStack, repository: str, workdir: Path) -> tuple[str, dict[str, str]]:
     """A two-platform index with a random layer each; (index digest, {arch: manifest digest})."""
     layout = OciLayout(workdir)
@@ -88,6 +115,7 @@ def test_signature_and_sbom_verify_offline_after_layerfill(
     counts = cached["referrers"]
     assert (counts["signatures"], counts["sboms"], counts["error"]) == (1, 1, None), counts
     assert counts["bytes"] > len(sbom)
+    _assert_status_counts(p, prefix, repo)
 
     with upstream_stopped(devstack):
         _assert_offline_supply_chain(signer, f"{devstack.proxy_registry}/{repo}@{image.digest}", sbom,
