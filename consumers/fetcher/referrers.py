@@ -281,7 +281,9 @@ class ReferrerChecker:
     def __init__(self, state: StateStore | None, clock: Any = time.time) -> None:
         self.checks = ReferrerChecks(state) if state is not None else None
         self.clock = clock
-        self._claimed: LRUCache[ImageKey, float] = LRUCache(maxsize=100_000)  # key -> when last checked/claimed
+        # key -> (when last checked or claimed, the route's interval then): a repeat pull inside the interval is
+        # answered from here alone, without even a route lookup (the firehose of pulls of complete images).
+        self._claimed: LRUCache[ImageKey, tuple[float, float]] = LRUCache(maxsize=100_000)
         self._lock = threading.Lock()
 
     def after_fill(self, route: Route, client: RegistryClient, sink: Sink, event: dict[str, Any],
@@ -291,7 +293,7 @@ class ReferrerChecker:
             return None
         key: ImageKey = (event["registry"], event["repository"], event["digest"])
         with self._lock:
-            self._claimed[key] = self.clock()
+            self._claimed[key] = (self.clock(), route.referrers.recheck_interval_s)
         # No memory of earlier checks: a fill (first, backfill, repair) verifies every artifact in storage.
         result = self._sync(key, route, client, sink, upstream_repo, subjects, None, trigger="fill")
         return result.event_value()
@@ -299,19 +301,24 @@ class ReferrerChecker:
     def due(self, settings_routes: list[Route], event: dict[str, Any]) -> bool:
         """Cheap (poll thread): whether a pull of this complete image should look for new artifacts; claims it
         so the same image is not checked twice at once."""
+        key: ImageKey = (event["registry"], event["repository"], event["digest"])
+        now = self.clock()
+        claimed = self._claimed.get(key)  # a racy read is fine: the decision below is taken under the lock
+        if claimed is not None and now - claimed[0] < claimed[1]:
+            return False
         try:
             route = find_route(settings_routes, event["registry"], event["repository"])
         except Exception:
             return False
-        if not route.referrers.enabled:
-            return False
-        key: ImageKey = (event["registry"], event["repository"], event["digest"])
-        now = self.clock()
+        interval = route.referrers.recheck_interval_s
         with self._lock:
-            last = self._claimed.get(key)
-            if last is not None and now - last < route.referrers.recheck_interval_s:
+            if not route.referrers.enabled:
+                self._claimed[key] = (now, float("inf"))  # never due while this process runs
                 return False
-            self._claimed[key] = now
+            last = self._claimed.get(key)
+            if last is not None and now - last[0] < interval:
+                return False
+            self._claimed[key] = (now, interval)
         return True
 
     def recheck(self, route: Route, client: RegistryClient, sink: Sink, event: dict[str, Any],
@@ -324,7 +331,7 @@ class ReferrerChecker:
             age = self.clock() - previous[0]
             if age < route.referrers.recheck_interval_s:
                 with self._lock:
-                    self._claimed[key] = self.clock() - age
+                    self._claimed[key] = (self.clock() - age, route.referrers.recheck_interval_s)
                 CHECKS.labels("pull", "not_due").inc()
                 return
         subjects = (previous[1].subjects if previous is not None else None) or [event["digest"]]
