@@ -26,6 +26,9 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
     "regctl": ("github.com/regclient/regclient/cmd/regctl", "v0.11.7"),
     # Lints and renders the Helm chart in tests (tests/unit/test_helm_chart.py).
     "helm": ("helm.sh/helm/v3/cmd/helm", "v3.22.0"),
+    # Sign/verify images and attach/discover SBOMs in the supply-chain e2e tests (issue 16).
+    "cosign": ("github.com/sigstore/cosign/v2/cmd/cosign", "v2.6.5"),
+    "oras": ("oras.land/oras/cmd/oras", "v1.3.6"),
 }
 CLAIR = ("github.com/quay/clair/v4", "v4.9.0", ["cmd/clair", "cmd/clairctl"])
 

@@ -35,6 +35,7 @@ from layerfill.state.records import BlobRecord
 
 from . import metrics
 from .errors import PermanentError
+from .referrers import ReferrerChecker
 from .resolve import resolve_manifest
 
 log = logging.getLogger("layerfill.fetcher")
@@ -59,6 +60,7 @@ class FillResult:
     items: list[ItemResult] = field(default_factory=list)
     started_at: datetime = field(default_factory=events.utc_now)
     completed_at: datetime | None = None
+    referrers: dict[str, Any] | None = None  # supply-chain artifact counts (consumers/fetcher/referrers.py)
 
     @property
     def fetched_bytes(self) -> int:
@@ -105,7 +107,7 @@ class FillResult:
             caused_by=ev["event_id"], registry=ev["registry"], repository=ev["repository"], digest=plan.root_digest,
             media_type=plan.root.media_type, reference=ev.get("reference"), manifests=manifests, skipped=skipped,
             total_bytes=plan.total_bytes, fetched_bytes=self.fetched_bytes, started_at=self.started_at,
-            completed_at=self.completed_at,
+            completed_at=self.completed_at, referrers=self.referrers,
         )  # fmt: skip
 
     def blob_records(self) -> list[BlobRecord]:
@@ -174,10 +176,12 @@ class Resources:
 
 
 class ImageFiller:
-    def __init__(self, settings: Settings, resources: Resources, blob_pool: Executor) -> None:
+    def __init__(self, settings: Settings, resources: Resources, blob_pool: Executor,
+                 referrers: ReferrerChecker | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.resources = resources
         self.blob_pool = blob_pool
+        self.referrers = referrers
 
     @staticmethod
     def validate(event: dict[str, Any]) -> None:
@@ -261,6 +265,9 @@ class ImageFiller:
             )
         if first_error is not None:
             raise first_error
+        if self.referrers is not None:  # the image is complete: its signatures, attestations, SBOMs follow
+            subjects = [m.digest for m in plan.manifests if m.kind == "image" or m.digest == plan.root_digest]
+            result.referrers = self.referrers.after_fill(route, client, sink, event, upstream_repo, subjects)
         result.completed_at = events.utc_now()
         return result
 

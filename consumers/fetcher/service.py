@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from cachetools import LRUCache
@@ -31,6 +31,7 @@ from layerfill.wiring import make_codec
 from . import metrics
 from .errors import describe, is_transient
 from .fill import FillResult, ImageFiller, Resources
+from .referrers import ReferrerChecker
 
 log = logging.getLogger("layerfill.fetcher")
 
@@ -62,7 +63,8 @@ class FetcherService:
         self.image_pool = ThreadPoolExecutor(cfg.max_inflight_images, thread_name_prefix="image")
         self.sinks = SinkFactory(part_size=cfg.part_bytes)
         self.resources = Resources(settings, lambda route: self.sinks.make(route, settings.s3))
-        self.filler = ImageFiller(settings, self.resources, self.blob_pool)
+        self.referrers = ReferrerChecker(self.state)
+        self.filler = ImageFiller(settings, self.resources, self.blob_pool, self.referrers)
         # Images known complete: repeated pulls of popular images never reach the database.
         self.known_complete: LRUCache[ImageKey, bool] = LRUCache(maxsize=100_000)
         self.loop = TransactionalLoop(
@@ -113,8 +115,16 @@ class FetcherService:
         for label, n in repeats.items():
             if n:
                 metrics.EVENTS.labels(label).inc(n)
-        futures = [pre if pre is not None else self.image_pool.submit(self._handle, m, ev) for m, ev, pre in jobs]
+        futures = [self._start(m, ev, pre) for m, ev, pre in jobs]
         return [f if isinstance(f, Outcome) else f.result() for f in futures]
+
+    def _start(self, m: Message, ev: dict[str, Any] | None, pre: Outcome | None) -> Outcome | Future[Outcome]:
+        if pre is None:
+            return self.image_pool.submit(self._handle, m, ev)
+        # A pull of a complete image looks for new signatures/SBOMs upstream, at most once per interval.
+        if pre is _ALREADY_COMPLETE and ev is not None and self.referrers.due(self.settings.routes, ev):
+            return self.image_pool.submit(self._recheck_referrers, ev, pre)
+        return pre
 
     def _triage(self, m: Message, in_batch: set[ImageKey]) -> tuple[dict[str, Any] | None, Outcome | None]:
         """Cheap decisions in the poll thread: undecodable records, repeats, duplicates within the batch."""
@@ -147,6 +157,8 @@ class FetcherService:
             if ev.get("source") != "backfill" and self.state.is_complete(*key):
                 self.known_complete[key] = True
                 metrics.EVENTS.labels("already_complete").inc()
+                if self.referrers.due(self.settings.routes, ev):
+                    return self._recheck_referrers(ev, Outcome(label="already_complete"))
                 return Outcome(label="already_complete")
         except Exception:
             log.exception("state lookup failed; filling anyway", extra=extra)
@@ -188,6 +200,16 @@ class FetcherService:
         rec = retry_record(m, self.topics.retry.name, step, describe(last))
         self._safe_state(self.state.mark_failed, *key, error=f"retrying: {describe(last)}", event_id=ev["event_id"])
         return Outcome(records=[rec], label="retried")
+
+    def _recheck_referrers(self, ev: dict[str, Any], outcome: Outcome) -> Outcome:
+        """A pull of a complete image: look for artifacts added upstream since the last check (best effort)."""
+        try:
+            route = self.filler.route_for(ev)
+            self.referrers.recheck(route, self.resources.client(route), self.resources.sink(route), ev,
+                                   route.upstream_repository(ev["repository"]))  # fmt: skip
+        except Exception:
+            log.exception("artifact recheck failed", extra={"repository": ev.get("repository")})
+        return outcome
 
     def _dead_letter(
         self, m: Message, exc: BaseException, *, attempts: int, event: dict[str, Any] | None = None

@@ -73,12 +73,22 @@ def format_vulnerabilities(counts: dict[str, int] | None) -> str:
     return ", ".join(shown) or "none"
 
 
+def format_referrers(counts: dict[str, int] | None) -> str:
+    """`1 sig, 2 att, 1 sbom`; `none` when checked and none found; `-` when never checked."""
+    if counts is None:
+        return "-"
+    names = (("signatures", "sig"), ("attestations", "att"), ("sboms", "sbom"), ("other", "other"))
+    return ", ".join(f"{counts[k]} {short}" for k, short in names if counts.get(k)) or "none"
+
+
 def _short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
 def _table(views: list[dict[str, Any]]) -> Table:
-    table = Table("repository", "tag", "digest", "complete", "manifest", "scan", "packages", "vulnerabilities")
+    table = Table(
+        "repository", "tag", "digest", "complete", "artifacts", "manifest", "scan", "packages", "vulnerabilities"
+    )
     for v in views:
         complete = "[green]yes[/green]" if v["complete"] else f"[yellow]no ({v['status']})[/yellow]"
         for i, m in enumerate(v["manifests"]):
@@ -90,6 +100,7 @@ def _table(views: list[dict[str, Any]]) -> Table:
                 (v["reference"] or "") if first else "",
                 _short(v["digest"]) if first else "",
                 complete if first else "",
+                format_referrers(v.get("referrers")) if first else "",
                 "=" if m["digest"] == v["digest"] else _short(m["digest"]),
                 f"[{style}]{state}[/{style}]",
                 "-" if m["packages"] is None else str(m["packages"]),
@@ -107,6 +118,7 @@ def status(
     """Per image: complete in the cache or not, and the scan of each image manifest (state, packages,
     vulnerabilities by severity)."""
     from layerfill.config import load_settings
+    from layerfill.state.referrer_checks import ReferrerChecks
     from layerfill.state.store import StateStore
 
     err = Console(stderr=True)
@@ -123,11 +135,15 @@ def status(
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
         views = []
+        checks = ReferrerChecks(store)
         for image in images:
             blobs = store.image_blobs(image.registry, image.repository, image.digest)
             digests = image_manifests(image, blobs)
-            views.append(image_view(image, [(d, store.scan_for(image.registry, d)) for d in digests]))
-        totals = store.totals()
+            view = image_view(image, [(d, store.scan_for(image.registry, d)) for d in digests])
+            check = checks.get(image.registry, image.repository, image.digest)
+            view["referrers"] = None if check is None else check.counts.to_dict()
+            views.append(view)
+        totals = {**store.totals(), "referrers": checks.totals()}
         source = store.url
     finally:
         store.close()
@@ -141,4 +157,10 @@ def status(
         f"{totals['image_count']} images ({imgs['complete']} complete); scans: "
         + ", ".join(f"{state} {n}" for state, n in scans.items())
         + f"  [dim]state DB: {source}[/dim]"
+    )
+    refs = totals["referrers"]
+    out.print(
+        f"supply-chain artifacts: {refs['signatures']} signatures, {refs['attestations']} attestations, "
+        f"{refs['sboms']} SBOMs, {refs['other']} other ({refs['images_signed']} of {refs['images_checked']} "
+        "checked images signed)"
     )

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from layerfill.oci.referrers import ReferrerPolicy
+
 
 class Route(BaseModel):
     registry: str = Field(description="host[:port] that clients pull from (the proxy cache), as events name it")
@@ -27,6 +29,8 @@ class Route(BaseModel):
     proxy_password: SecretStr | None = None
     platforms: list[str] | None = Field(None, description="os/arch[/variant] to keep from indexes; None = all")
     max_concurrency: int = Field(8, ge=1, le=256, description="concurrent requests to this upstream")
+    # Signatures, attestations and SBOMs that travel with each image (README "Signatures, attestations, SBOMs").
+    referrers: ReferrerPolicy = Field(default_factory=ReferrerPolicy)
 
     @field_validator("upstream_url", "proxy_url")
     @classmethod

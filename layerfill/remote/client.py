@@ -63,6 +63,12 @@ class Manifest(NamedTuple):
     digest: str
 
 
+class ManifestHead(NamedTuple):
+    digest: str
+    size: int | None
+    media_type: str
+
+
 class RegistryClient:
     """Read-only client of one upstream registry.
 
@@ -196,6 +202,42 @@ class RegistryClient:
         if size is None:
             raise UpstreamError("HEAD on a blob answered without Content-Length", url=url, status=200)
         return size
+
+    def head_manifest(self, repository: str, reference: str) -> ManifestHead | None:
+        """HEAD a manifest (a tag, usually): its digest, size and media type, or None on 404. One cheap request
+        to learn whether a tag moved, without its body."""
+        name = self._name(repository)
+        reference = check_reference(reference)
+        url = f"{self.base_url}/v2/{name}/manifests/{reference}"
+        response = self._send("HEAD", url, {"Accept": ACCEPT_MANIFESTS})
+        if response.status_code == 404:
+            discard(response)
+            return None
+        if response.status_code != 200:
+            raise self._error(response, f"manifest {reference} of {name}")
+        digest = response.headers.get("Docker-Content-Digest", "").strip()
+        size = content_length(response)
+        media_type = base_type(response.headers.get("Content-Type"))
+        discard(response)
+        if not digest:
+            raise UpstreamError("HEAD on a manifest answered without Docker-Content-Digest", url=url, status=200)
+        return ManifestHead(check_digest(digest, "Docker-Content-Digest"), size, media_type)
+
+    def get_referrers(self, repository: str, digest: str) -> Manifest | None:
+        """The OCI referrers API answer for `digest` (an image index), or None where the registry does not serve
+        the API (404, as CNCF distribution answers; clients then use the referrers tag schema)."""
+        name = self._name(repository)
+        digest = check_digest(digest)
+        url = f"{self.base_url}/v2/{name}/referrers/{digest}"
+        response = self._send("GET", url, {"Accept": "application/vnd.oci.image.index.v1+json"})
+        if response.status_code in (404, 405):
+            discard(response)
+            return None
+        if response.status_code != 200:
+            raise self._error(response, f"referrers of {digest} in {name}")
+        content = read_capped(response, self.max_manifest_bytes, lambda seen: self._too_large(url, seen))
+        actual = f"sha256:{hashlib.sha256(content).hexdigest()}"
+        return Manifest(content, _manifest_media_type(response, content), actual)
 
     def close(self) -> None:
         self._session.close()

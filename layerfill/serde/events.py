@@ -187,8 +187,10 @@ def image_cached(
     skipped: Iterable[dict[str, Any]] = (),
     reference: str | None = None,
     event_id: str | None = None,
+    referrers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An ImageCached value; ``event_id`` defaults to one derived from (caused_by, digest)."""
+    """An ImageCached value; ``event_id`` defaults to one derived from (caused_by, digest). ``referrers``: the
+    supply-chain artifact counts (see ``referrer_counts``), None when the route follows none."""
     return {
         "event_id": event_id or _derived_id("image-cached", caused_by, digest),
         "caused_by": caused_by,
@@ -203,7 +205,26 @@ def image_cached(
         "fetched_bytes": _count("fetched_bytes", fetched_bytes),
         "started_at": _aware("started_at", started_at),
         "completed_at": _aware("completed_at", completed_at),
+        "referrers": None if referrers is None else referrer_counts(**referrers),
     }
+
+
+def referrer_counts(
+    *,
+    signatures: int = 0,
+    attestations: int = 0,
+    sboms: int = 0,
+    other: int = 0,
+    bytes: int = 0,
+    skipped: int = 0,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The ImageCached ``referrers`` record: artifacts of the image now in the cache, by kind."""
+    counts = {"signatures": signatures, "attestations": attestations, "sboms": sboms, "other": other,
+              "bytes": bytes, "skipped": skipped}  # fmt: skip
+    if error is not None and not isinstance(error, str):
+        raise ValueError(f"referrers.error must be a string or None, got {error!r}")
+    return {**{k: _count(f"referrers.{k}", v) for k, v in counts.items()}, "error": error}
 
 
 def vulnerability_counts(

@@ -68,6 +68,11 @@ class Sink(ABC):
     @abstractmethod
     def store_manifest(self, repository: str, digest: str, media_type: str, data: bytes) -> StoreResult: ...
 
+    def store_tag(self, repository: str, tag: str, digest: str) -> StoreResult:
+        """Make `tag` resolve to the manifest `digest` (stored before) in `repository`, as the cache registry
+        answers tags when its upstream is down (supply-chain artifact tags such as `sha256-<hex>.sig`)."""
+        raise NotImplementedError(f"the {self.name} sink cannot store tags")
+
     @abstractmethod
     def close(self) -> None: ...
 

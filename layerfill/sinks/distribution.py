@@ -42,6 +42,7 @@ from layerfill.sinks.layout import (
     repositories_prefix,
     repository_prefix,
     storage_prefix,
+    tag_index_link_key,
     tag_link_key,
     tags_prefix,
 )
@@ -150,6 +151,20 @@ class DistributionSink(Sink):
         self._put_small(data_key, bytes(data))
         self._write_link(link_key, d)
         return StoreResult("fetched", len(data))
+
+    def store_tag(self, repository: str, tag: str, digest: str) -> StoreResult:
+        """Write the tag as distribution does: its index entry for `digest`, then `current/link`. The manifest
+        must be stored first (store_manifest): a tag must never name a manifest the cache cannot serve."""
+        d = Digest.parse(digest)
+        validate_repository(repository)
+        current = tag_link_key(self.root, repository, validate_tag(tag))
+        if self.manifest_presence(repository, str(d)) is not Presence.LINKED:
+            raise SinkIntegrityError(f"tag {tag} of {repository}: manifest {d} is not stored in the repository")
+        if self._read_link(current) == str(d):
+            return StoreResult("present", 0)
+        self._write_link(tag_index_link_key(self.root, repository, tag, d), d)
+        self._write_link(current, d)
+        return StoreResult("linked", 0)
 
     def close(self) -> None:
         if self._http is not None:

@@ -5,6 +5,7 @@ Under `<root>/docker/registry/v2/`:
     repositories/<name>/_layers/<alg>/<hex>/link                    blob linked into a repository
     repositories/<name>/_manifests/revisions/<alg>/<hex>/link       manifest linked into a repository
     repositories/<name>/_manifests/tags/<tag>/current/link          tag -> manifest digest
+    repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link    every digest the tag has named
 A link holds `<alg>:<hex>` with no newline. With the S3 driver the root loses its leading slash, and a
 root of "/" adds no prefix at all.
 
@@ -70,6 +71,11 @@ def tags_prefix(root: str, repository: str) -> str:
 
 def tag_link_key(root: str, repository: str, tag: str) -> str:
     return f"{tags_prefix(root, repository)}{validate_tag(tag)}/current/link"
+
+
+def tag_index_link_key(root: str, repository: str, tag: str, digest: str | Digest) -> str:
+    d = _digest(digest)
+    return f"{tags_prefix(root, repository)}{validate_tag(tag)}/index/{d.algorithm}/{d.hex}/link"
 
 
 def link_content(digest: str | Digest) -> bytes:

@@ -92,5 +92,19 @@ class RegistrySink(Sink):
             raise sink_error(exc, what) from exc
         return StoreResult("fetched", len(manifest.content))
 
+    def store_tag(self, repository: str, tag: str, digest: str) -> StoreResult:
+        """GET the manifest by tag through the proxy: the proxy then records the tag itself (distribution writes
+        its tag link on a pull by tag). The answer must be `digest`; a tag that moved in between is transient."""
+        validate_repository(repository)
+        d = str(Digest.parse(digest))
+        what = f"tag {tag} of {repository}"
+        try:
+            manifest = self._client.get_manifest(repository, tag)
+        except UpstreamError as exc:
+            raise sink_error(exc, what) from exc
+        if manifest.digest != d:
+            raise SinkUnavailable(f"{what}: the proxy serves {manifest.digest}, expected {d} (tag moved?)")
+        return StoreResult("fetched", len(manifest.content))
+
     def close(self) -> None:
         self._client.close()

@@ -151,3 +151,23 @@ class KeyValue(Base):
     key: Mapped[str] = mapped_column(sa.String(TEXT_MAX), primary_key=True)
     value: Mapped[str] = mapped_column(sa.Text)
     updated_at: Mapped[datetime]
+
+
+class ReferrerCheck(Base):
+    """The last look for an image's supply-chain artifacts at its upstream: when, what each tag named then, and
+    the counts by kind. Its own table: checks run on their own cadence (at most once per interval per image) and
+    never touch the `images` rows the fill updates."""
+
+    __tablename__ = "referrer_checks"
+
+    registry_host: Mapped[str] = mapped_column("registry", sa.String(REGISTRY_MAX), primary_key=True)
+    repository: Mapped[str] = mapped_column(sa.String(REPOSITORY_MAX), primary_key=True)
+    digest: Mapped[str] = mapped_column(sa.String(DIGEST_MAX), primary_key=True)
+    checked_at: Mapped[datetime]
+    # layerfill.oci.referrers.Memory.to_json(): per tag its digest and artifacts, and referrers API support.
+    found: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    signatures: Mapped[int] = mapped_column(sa.Integer)
+    attestations: Mapped[int] = mapped_column(sa.Integer)
+    sboms: Mapped[int] = mapped_column(sa.Integer)
+    other: Mapped[int] = mapped_column(sa.Integer)
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)

@@ -161,3 +161,15 @@ def test_aware_timestamps_in_other_zones_are_kept() -> None:
 def test_builders_reject_bad_input_naming_the_field(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_image_cached_carries_referrer_counts_and_defaults_to_none() -> None:
+    image = _all_events()["ImageCached"]
+    assert image["referrers"] is None
+    counted = {**image, "referrers": ev.referrer_counts(signatures=2, sboms=1, bytes=4096, skipped=1)}
+    codec = EventCodec()
+    assert codec.decode(codec.encode("ImageCached", counted, "t"))[1]["referrers"] == {
+        "signatures": 2, "attestations": 0, "sboms": 1, "other": 0, "bytes": 4096, "skipped": 1, "error": None,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match=r"referrers\.signatures"):
+        ev.referrer_counts(signatures=-1)
