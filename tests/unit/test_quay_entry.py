@@ -96,7 +96,7 @@ def test_invalid_metadata_names_the_field() -> None:
         kafka_entry(kafka_raw(manifest_digest="sha256:nothex"), KINDS, FILTERS)
     with pytest.raises(InvalidEntry, match="neither manifest_digest nor tag"):
         kafka_entry(kafka_raw(), KINDS, FILTERS)
-    with pytest.raises(InvalidEntry, match="metadata.repo"):
+    with pytest.raises(InvalidEntry, match=r"metadata\.repo"):
         kafka_entry(kafka_raw(tag="1", repo="UPPER/Case"), KINDS, FILTERS)
     with pytest.raises(InvalidEntry, match="JSON object"):
         kafka_entry([1], KINDS, FILTERS)
