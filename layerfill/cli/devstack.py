@@ -53,7 +53,10 @@ def up(
     from layerfill.devstack.quay_install import QuayInstallError
     from layerfill.devstack.services.base import ServiceError
 
-    stack = _stack(distribution, with_ or [])
+    # A stack running with Quay keeps it: `make demo` after `make up UP_FLAGS="--with quay"` must not
+    # drop Quay from the env file.
+    running = [w for w in _recorded_with() if _stack(distribution, [w]).quay.process.pid()]
+    stack = _stack(distribution, sorted(set(with_ or []) | set(running)))
     try:
         stack.up(install=install)
     except (ServiceError, InstallError, QuayInstallError) as exc:
