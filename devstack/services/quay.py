@@ -270,6 +270,11 @@ def quay_env(ctx: StackContext, setup: dict) -> dict[str, str]:
         "LAYERFILL_DEVSTACK_QUAY_DB_URL": f"postgresql://postgres@{c.host}:{c.ports.postgres}/quay",
         "LAYERFILL_DEVSTACK_QUAY_LOGS_TOPIC": LOGS_TOPIC,
         "LAYERFILL_DEVSTACK_QUAY_STORAGE": str(c.paths.data / "quay" / "storage"),
+        # `layerfill run quay-logs` on the devstack: the Kafka source against `quay` as it is.
+        "LAYERFILL_QUAY_LOGS__QUAY_URL": f"http://{c.host}:{c.ports.quay}",
+        "LAYERFILL_QUAY_LOGS__LOGS_TOPIC": LOGS_TOPIC,
+        "LAYERFILL_QUAY_LOGS__KINDS_DATABASE_URL": f"postgresql://postgres@{c.host}:{c.ports.postgres}/quay",
+        "LAYERFILL_QUAY_LOGS__API_TOKEN": setup["api_token"],
     }
 
 
