@@ -227,7 +227,7 @@ class QuayBlobWorker(QuayWorker):
 
 class QuaySecurityWorker(QuayWorker):
     name = "quay-secworker"
-    module = "securityworker"
+    module = "securityworker.securityworker"
     optional = True
 
 
