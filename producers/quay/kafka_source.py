@@ -27,13 +27,8 @@ log = logging.getLogger("layerfill.quay_logs")
 
 class KafkaLogsSource:
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         cfg = settings.quay_logs
-        self.registry = cfg.registry_name()
-        self.filters = filters_for(settings)
-        self.kinds = load_kinds(cfg)
-        self.codec = make_codec(settings)
-        self.resolver = TagResolver(cfg.quay_url, robot_credentials(settings), cfg.resolve_deadline_s)
+        self.handler = KafkaLogHandler(settings)
         self.loop = TransactionalLoop(
             settings.kafka,
             LoopConfig(
@@ -45,7 +40,7 @@ class KafkaLogsSource:
                 batch_size=cfg.batch_size,
                 health_port=cfg.health_port,
             ),
-            self.handle,
+            self.handler.handle,
             logger=log,
         )
 
@@ -53,8 +48,22 @@ class KafkaLogsSource:
         self.loop.install_signal_handlers()
 
     def run(self) -> None:
-        log.info("quay-logs (kafka) following", extra={"organizations": ",".join(sorted(self.filters.organizations))})
-        self.loop.run(on_close=self.resolver.close)
+        orgs = ",".join(sorted(self.handler.filters.organizations))
+        log.info("quay-logs (kafka) following", extra={"organizations": orgs})
+        self.loop.run(on_close=self.handler.resolver.close)
+
+
+class KafkaLogHandler:
+    """One batch of Quay's log records -> outcomes (ManifestPulled, dead letter, or nothing). No Kafka I/O."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        cfg = settings.quay_logs
+        self.registry = cfg.registry_name()
+        self.filters = filters_for(settings)
+        self.kinds = load_kinds(cfg)
+        self.codec = make_codec(settings)
+        self.resolver = TagResolver(cfg.quay_url, robot_credentials(settings), cfg.resolve_deadline_s)
 
     def handle(self, msgs: list[Message]) -> list[Outcome]:
         return [self.one(m) for m in msgs]
