@@ -11,6 +11,7 @@ import pytest
 
 from layerfill.devstack.seed import seed
 from layerfill.remote.client import RegistryClient
+from tests.support.pipeline import Pipeline
 from tests.support.quay import Quay, quay_or_skip, quay_routes, start_quay_logs
 from tests.support.stack import DevStack, unique
 
@@ -22,6 +23,19 @@ SMALL = 8 * 1024 * 1024
 @pytest.fixture
 def quay(devstack: DevStack) -> Quay:
     return quay_or_skip(devstack)
+
+
+@pytest.fixture
+def pipeline_factory(devstack: DevStack, tmp_path):  # type: ignore[no-untyped-def]
+    made: list[Pipeline] = []
+
+    def make(**kwargs) -> Pipeline:  # type: ignore[no-untyped-def]
+        made.append(Pipeline(devstack, tmp_path / f"p{len(made)}", **kwargs))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
 
 
 @pytest.mark.parametrize("source", ["kafka", "api"])
