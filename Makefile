@@ -4,6 +4,8 @@ VENV    ?= .venv
 LF      := $(VENV)/bin/layerfill
 PYTEST  := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
+# Optional services for `make up` (and everything that depends on it), e.g. UP_FLAGS="--with quay" (CI sets it).
+UP_FLAGS ?=
 
 .PHONY: bootstrap up down status demo test test-unit lint compat test-distribution-2.8 faults faults-full
 
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 bootstrap: $(VENV)/.installed
 
 up: bootstrap
-	$(LF) devstack up
+	$(LF) devstack up $(UP_FLAGS)
 
 down:
 	-$(LF) devstack down

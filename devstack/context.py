@@ -28,6 +28,12 @@ class Ports:
     clair: int = field(default_factory=lambda: _port("CLAIR", 16060))
     clair_introspection: int = field(default_factory=lambda: _port("CLAIR_INTROSPECTION", 16061))
     bridge: int = field(default_factory=lambda: _port("BRIDGE", 18080))
+    # Quay (`up --with quay`): the web process with the Kafka logs model, a second one on the database logs
+    # model (for the logs-API source), its Redis and the Elasticsearch stand-in its Kafka logs model needs.
+    quay: int = field(default_factory=lambda: _port("QUAY", 18300))
+    quay_dblogs: int = field(default_factory=lambda: _port("QUAY_DBLOGS", 18301))
+    quay_es: int = field(default_factory=lambda: _port("QUAY_ES", 18302))
+    quay_redis: int = field(default_factory=lambda: _port("QUAY_REDIS", 16379))
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class DevSecrets:
     s3_access_key: str = "layerfill"
     s3_secret_key: str = "layerfill-devstack-secret"
     bridge_token: str = "devstack-bridge-token"
+    quay_admin: str = "quayadmin"
+    quay_admin_password: str = "quayadmin-devstack-pw"
+    quay_secret_key: str = "devstack-quay-secret-key-0123456789abcdef"
 
 
 @dataclass
@@ -47,6 +56,9 @@ class StackContext:
     host: str = "127.0.0.1"
     s3_bucket: str = "registry"
     proxy_root: str = "/proxy"  # S3 rootdirectory of the proxy cache's storage
+    with_quay: bool = False  # also run Quay (a proxy-cache organization of the upstream) and its workers
+    quay_org: str = "cache"  # Quay's proxy-cache organization: clients pull <quay>/cache/<upstream repository>
+    quay_robot: str = "layerfill"  # the robot layerfill pulls with (full name cache+layerfill)
 
     @property
     def installer(self) -> Installer:

@@ -45,23 +45,7 @@ class Publisher:
         self.topic = self.settings.topics.manifest_pulled.name
 
     def record(self, ev: PullEvent) -> OutRecord:
-        value = events.manifest_pulled(
-            event_id=ev.event_id,
-            source=ev.source,
-            registry=ev.registry,
-            repository=ev.repository,
-            digest=ev.digest,
-            occurred_at=ev.occurred_at,
-            reference=ev.reference,
-            media_type=ev.media_type,
-            manifest=ev.manifest,
-        )
-        return OutRecord(
-            topic=self.topic,
-            key=repository_key(ev.registry, ev.repository),
-            value=self.codec.encode(RECORD, value, self.topic),
-            headers=[("layerfill.event_id", ev.event_id.encode()), ("layerfill.source", ev.source.encode())],
-        )
+        return manifest_pulled_record(self.codec, self.topic, ev)
 
     def publish(self, evs: Sequence[PullEvent], invalid: Sequence[InvalidEvent] = (), *, stage: str = "bridge",
                 timeout: float | None = None) -> list[Delivered]:  # fmt: skip
@@ -102,6 +86,27 @@ class Publisher:
 
     def close(self) -> None:
         self.producer.close()
+
+
+def manifest_pulled_record(codec: EventCodec, topic: str, ev: PullEvent) -> OutRecord:
+    """The ManifestPulled record of `ev`, as every producer publishes it (also inside a Kafka transaction)."""
+    value = events.manifest_pulled(
+        event_id=ev.event_id,
+        source=ev.source,
+        registry=ev.registry,
+        repository=ev.repository,
+        digest=ev.digest,
+        occurred_at=ev.occurred_at,
+        reference=ev.reference,
+        media_type=ev.media_type,
+        manifest=ev.manifest,
+    )
+    return OutRecord(
+        topic=topic,
+        key=repository_key(ev.registry, ev.repository),
+        value=codec.encode(RECORD, value, topic),
+        headers=[("layerfill.event_id", ev.event_id.encode()), ("layerfill.source", ev.source.encode())],
+    )
 
 
 def build_event(

@@ -2,8 +2,9 @@
 
 - `distribution`: a presigned S3 GET URL of the blob's data object (layerfill wrote it, or the registry did);
   Clair needs no credentials, and the URL expires after `scanner.presign_expiry_s`.
-- `registry`: the proxy registry's own `/v2/<repository>/blobs/<digest>`, with an HTTP Basic Authorization
-  header when the route has proxy credentials.
+- `registry`: the proxy registry's own `/v2/<repository>/blobs/<digest>`, with an Authorization header when
+  the route has proxy credentials: Basic, or a bearer token from the registry's realm when it challenges with
+  Bearer (Quay: registry_auth.py).
 
 Presigning is computed locally (no request to S3). Routes are the same as the fetcher's: an event no route
 matches raises NoRoute."""
@@ -22,11 +23,13 @@ from layerfill.remote.credentials import Credentials
 from layerfill.sinks.layout import blob_data_key
 from layerfill.sinks.s3client import make_minio
 
+from .registry_auth import RegistryAuth
 from .request import LayerSource
 
 
 class LayerLocator:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, auth: RegistryAuth | None = None) -> None:
+        self.auth = auth or RegistryAuth()
         self.routes = settings.routes
         self.s3 = settings.s3
         scanner = settings.scanner
@@ -49,7 +52,7 @@ class LayerLocator:
             url = f"{route.proxy_url}/v2/{validate_repository(repository)}/blobs/{digest}"
             if route.proxy_username and route.proxy_password:
                 creds = Credentials(route.proxy_username, route.proxy_password.get_secret_value())
-                return LayerSource(url, {"Authorization": [creds.authorization()]})
+                return LayerSource(url, {"Authorization": [self.auth.header(route.proxy_url, repository, creds)]})
             return LayerSource(url)
         raise ValueError(f"route for {route.registry!r} names unknown sink {route.sink!r}")
 

@@ -19,29 +19,47 @@ DistOpt = Annotated[
 ]
 
 
-def _stack(distribution: str = "v3"):
+WithOpt = Annotated[
+    list[str] | None,
+    typer.Option("--with", help="Optional services to run too (repeatable): quay."),
+]
+OPTIONAL_SERVICES = ("quay",)
+
+
+def _stack(distribution: str = "v3", with_: list[str] | None = None):
     from layerfill.devstack.context import StackContext
     from layerfill.devstack.stack import Stack
 
     if distribution not in ("v3", "2.8"):
         err.print(f"[red]--distribution must be v3 or 2.8, not {distribution!r}[/red]")
         raise typer.Exit(2)
-    return Stack(StackContext(distribution=distribution), log=lambda m: err.print(f"[dim]{m}[/dim]"))  # type: ignore[arg-type]
+    extras = _recorded_with() if with_ is None else with_
+    unknown = [w for w in extras if w not in OPTIONAL_SERVICES]
+    if unknown:
+        err.print(f"[red]--with takes {', '.join(OPTIONAL_SERVICES)}, not {', '.join(map(repr, unknown))}[/red]")
+        raise typer.Exit(2)
+    ctx = StackContext(distribution=distribution, with_quay="quay" in extras)  # type: ignore[arg-type]
+    return Stack(ctx, log=lambda m: err.print(f"[dim]{m}[/dim]"))
 
 
 @app.command()
 def up(
     distribution: DistOpt = "v3",
     install: Annotated[bool, typer.Option(help="Install what is missing first.")] = True,
+    with_: WithOpt = None,
 ) -> None:
     """Install what is missing, start every service on 127.0.0.1, wait for health, write the env file."""
     from layerfill.devstack.install import InstallError
+    from layerfill.devstack.quay_install import QuayInstallError
     from layerfill.devstack.services.base import ServiceError
 
-    stack = _stack(distribution)
+    # A stack running with Quay keeps it: `make demo` after `make up UP_FLAGS="--with quay"` must not
+    # drop Quay from the env file.
+    running = [w for w in _recorded_with() if _stack(distribution, [w]).quay.process.pid()]
+    stack = _stack(distribution, sorted(set(with_ or []) | set(running)))
     try:
         stack.up(install=install)
-    except (ServiceError, InstallError) as exc:
+    except (ServiceError, InstallError, QuayInstallError) as exc:
         err.print(f"[red]devstack up failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     _print_status(stack, as_json=False)
@@ -126,6 +144,17 @@ def _recorded_distribution() -> str:
     except FileNotFoundError:
         pass
     return "v3"
+
+
+def _recorded_with() -> list[str]:
+    """The optional services the running stack was brought up with (from its env file)."""
+    from layerfill.devstack.paths import default_paths
+
+    try:
+        lines = default_paths().env_file.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return ["quay"] if "LAYERFILL_DEVSTACK_WITH_QUAY=1" in lines else []
 
 
 def _print_status(stack, as_json: bool) -> bool:

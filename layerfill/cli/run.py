@@ -42,3 +42,13 @@ def scanner() -> None:
     svc = ScannerService(_settings())
     svc.install_signal_handlers()
     svc.run()
+
+
+@app.command("quay-logs")
+def quay_logs() -> None:
+    """Quay's pull logs (from Kafka, or polled from its logs API: quay_logs.source) -> ManifestPulled on Kafka."""
+    from layerfill.producers.quay.service import make_source
+
+    src = make_source(_settings())
+    src.install_signal_handlers()
+    src.run()

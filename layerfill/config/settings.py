@@ -169,6 +169,56 @@ class ScannerSettings(BaseModel):
         return None if v is None else v.rstrip("/")
 
 
+class QuayLogsSettings(BaseModel):
+    """`layerfill run quay-logs`: Quay's pull logs -> ManifestPulled (producers/quay/)."""
+
+    # kafka: Quay's action logs on Kafka (LOGS_MODEL elasticsearch + producer kafka); api: its logs API
+    # (the default database logs model), polled.
+    source: Literal["kafka", "api"] = "kafka"
+    # Quay's base URL: tags are resolved to digests with a HEAD here, and the API source reads its logs here.
+    quay_url: str = "http://127.0.0.1:8080"
+    # host[:port] clients pull from, as events name it (default: quay_url's host[:port]).
+    registry: str | None = None
+    # Organizations whose pulls become events; default: those the routes for `registry` name (their prefix).
+    organizations: list[str] | None = None
+    # Pullers whose pulls are dropped (layerfill's own robot, or its pulls come back as events); the routes'
+    # proxy_username for `registry` is always dropped too.
+    ignore_users: list[str] = Field(default_factory=list)
+    # Kafka source: Quay's topic (LOGS_MODEL_CONFIG.kafka_config.topic) and this source's consumer group.
+    logs_topic: str = "quay.logs"
+    group_id: str = "layerfill-quay-logs"
+    transactional_id_prefix: str = "layerfill-quay-logs"
+    instance_id: str = Field(default_factory=socket.gethostname)
+    batch_size: int = Field(200, ge=1)
+    # kind_id -> kind name: a configured map, else read from Quay's `logentrykind` table through this URL.
+    kinds: dict[int, str] | None = None
+    kinds_database_url: SecretStr | None = None
+    # API source: an OAuth token with org:admin on the organizations; poll interval; pulls logged this late
+    # (a request's transaction committing after a later one's) are still found.
+    api_token: SecretStr | None = None
+    poll_interval_s: float = Field(5.0, gt=0)
+    lookback_s: float = Field(60.0, ge=0)
+    # Where the API source keeps its checkpoint, written in the same Kafka transaction as the events.
+    checkpoint_topic: str = "layerfill.quay-logs.checkpoints"
+    # A tag pull is resolved with a HEAD through Quay; tried this long (Quay restarting) before dead-lettering.
+    resolve_deadline_s: float = Field(120.0, gt=0)
+    health_port: int | None = 18092
+
+    @field_validator("quay_url")
+    @classmethod
+    def _quay_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.transactional_id_prefix}-{self.source}-{self.instance_id}"
+
+    def registry_name(self) -> str:
+        return self.registry or self.quay_url.split("://", 1)[1].split("/", 1)[0]
+
+
 class StateSettings(BaseModel):
     database_url: str = Field(default_factory=lambda: f"sqlite:///{Path.cwd() / 'layerfill-state.db'}")
 
@@ -186,6 +236,7 @@ class Settings(BaseSettings):
     fetcher: FetcherSettings = Field(default_factory=FetcherSettings)
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    quay_logs: QuayLogsSettings = Field(default_factory=QuayLogsSettings)
     routes: list[Route] = Field(default_factory=list)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"

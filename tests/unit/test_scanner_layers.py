@@ -10,6 +10,7 @@ from pydantic import SecretStr
 from layerfill.config.routes import NoRoute, Route
 from layerfill.config.settings import S3Settings, ScannerSettings, Settings
 from layerfill.consumers.scanner.layers import LayerLocator
+from layerfill.consumers.scanner.registry_auth import RegistryAuth
 from layerfill.oci.reference import InvalidReference
 
 pytestmark = pytest.mark.unit
@@ -76,11 +77,53 @@ def test_registry_sink_gets_the_proxys_blob_url() -> None:
     assert src.headers == {}
 
 
+class _Resp:
+    def __init__(self, status: int, headers: dict[str, str] | None = None, content: bytes = b"") -> None:
+        self.status_code, self.headers, self.content = status, headers or {}, content
+
+
+class _Registry:
+    """A proxy registry's /v2/ challenge and token realm, answering what a session.get would."""
+
+    def __init__(self, challenge: str) -> None:
+        self.challenge = challenge
+        self.token_requests: list[dict] = []
+
+    def get(self, url: str, params: dict | None = None, headers: dict | None = None, timeout: float = 0) -> _Resp:
+        if url.endswith("/v2/"):
+            return _Resp(401, {"WWW-Authenticate": self.challenge})
+        self.token_requests.append({"url": url, "params": params, "auth": (headers or {}).get("Authorization")})
+        return _Resp(200, content=b'{"token": "tok-%d", "expires_in": 3600}' % len(self.token_requests))
+
+
 def test_registry_sink_with_proxy_credentials_sends_basic_auth() -> None:
-    loc = LayerLocator(settings())
+    loc = LayerLocator(settings(), RegistryAuth(_Registry('Basic realm="registry"')))  # type: ignore[arg-type]
     src = loc.locate(loc.route(PROXY, "private/app"), "private/app", DIGEST)
     assert src.uri == f"https://cache.example:5000/v2/private/app/blobs/{DIGEST}"
     assert src.headers == {"Authorization": ["Basic cm9ib3Q6cHc="]}  # robot:pw
+
+
+def test_registry_sink_behind_bearer_auth_gets_a_repository_token_refreshed_at_half_life() -> None:
+    now = [0.0]
+    registry = _Registry('Bearer realm="https://cache.example:5000/v2/auth",service="cache.example:5000"')
+    loc = LayerLocator(settings(), RegistryAuth(registry, clock=lambda: now[0]))  # type: ignore[arg-type]
+    route = loc.route(PROXY, "private/app")
+    assert loc.locate(route, "private/app", DIGEST).headers == {"Authorization": ["Bearer tok-1"]}
+    (req,) = registry.token_requests
+    assert req["params"] == {"scope": "repository:private/app:pull", "service": "cache.example:5000"}
+    assert req["auth"] == "Basic cm9ib3Q6cHc="
+    now[0] = 1000.0
+    assert loc.locate(route, "private/app", DIGEST).headers == {"Authorization": ["Bearer tok-1"]}
+    now[0] = 1900.0
+    assert loc.locate(route, "private/app", DIGEST).headers == {"Authorization": ["Bearer tok-2"]}
+
+
+def test_credentials_never_go_to_a_realm_on_another_host() -> None:
+    registry = _Registry('Bearer realm="https://evil.example/token"')
+    loc = LayerLocator(settings(), RegistryAuth(registry))  # type: ignore[arg-type]
+    src = loc.locate(loc.route(PROXY, "private/app"), "private/app", DIGEST)
+    assert registry.token_requests == []
+    assert src.headers == {"Authorization": ["Basic cm9ib3Q6cHc="]}
 
 
 def test_no_route_and_bad_names_are_refused() -> None:
