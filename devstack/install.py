@@ -17,6 +17,8 @@ from .paths import Paths
 
 KAFKA_VERSION = "4.1.1"
 APICURIO_VERSION = "3.0.9"
+# Apache Avro (Java): the engine of `layerfill schemas check` (devstack/avro/AvroCompat.java).
+AVRO_VERSION = "1.12.2"
 
 # Go tools pinned by module version. Clair needs a special path: its module list endpoint is not served by
 # the module proxy, so `go install mod@v` fails while `go mod download mod@v` works; we build from the source.
@@ -26,6 +28,9 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
     "regctl": ("github.com/regclient/regclient/cmd/regctl", "v0.11.7"),
     # Lints and renders the Helm chart in tests (tests/unit/test_helm_chart.py).
     "helm": ("helm.sh/helm/v3/cmd/helm", "v3.22.0"),
+    # Checks and unit-tests the chart's alerting rules (tests/unit/test_helm_monitoring.py). Prometheus tags its
+    # Go module v0.<major*100+minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+    "promtool": ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0"),
 }
 CLAIR = ("github.com/quay/clair/v4", "v4.9.0", ["cmd/clair", "cmd/clairctl"])
 
@@ -145,12 +150,32 @@ class Installer:
             tf.extractall(home, filter="data")
         self._mark("apicurio", APICURIO_VERSION)
 
+    def avro_home(self) -> Path:
+        return self.paths.cache / f"avro-{AVRO_VERSION}"
+
+    def avro(self) -> Path:
+        """Apache Avro's jars and their runtime dependencies; returns the folder that holds them."""
+        lib = self.avro_home() / "lib"
+        if self._done("avro", AVRO_VERSION) and lib.is_dir():
+            return lib
+        self.log(f"resolving Apache Avro {AVRO_VERSION} jars from Maven Central")
+        pom = Path(__file__).parent / "avro" / "pom.xml"
+        self._run(
+            [
+                "mvn", "-q", "-B", "-f", str(pom), f"-Davro.version={AVRO_VERSION}",
+                "dependency:copy-dependencies", f"-DoutputDirectory={lib}", "-DincludeScope=runtime",
+            ]
+        )  # fmt: skip
+        self._mark("avro", AVRO_VERSION)
+        return lib
+
     def all(self) -> None:
         self.paths.ensure()
         self.apt()
         self.go_tools()
         self.kafka()
         self.apicurio()
+        self.avro()
 
 
 def _dpkg_installed(pkg: str) -> bool:
