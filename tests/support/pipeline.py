@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from layerfill.config.settings import TopicSpec, TopicsSettings
 from layerfill.kafka.admin import delete_topics, ensure_topics
-from layerfill.serde.codec import EventCodec
+from layerfill.wiring import make_codec
 from tests.support.stack import DevStack
 
 
@@ -61,7 +61,8 @@ class Pipeline:
         self.health_ports: dict[str, int] = {}
         base = devstack.settings()
         self.settings = base.model_copy(update={"topics": self.topics})
-        self.codec = EventCodec()
+        # The devstack env turns the schema registry on: read (and write) what the processes write.
+        self.codec = make_codec(self.settings)
         ensure_topics(self.settings.kafka, self.topics.all())
 
     # -- processes -------------------------------------------------------------------------------
