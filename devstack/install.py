@@ -19,6 +19,9 @@ KAFKA_VERSION = "4.1.1"
 APICURIO_VERSION = "3.0.9"
 # Apache Avro (Java): the engine of `layerfill schemas check` (devstack/avro/AvroCompat.java).
 AVRO_VERSION = "1.12.2"
+# Kafka's console consumer with Apicurio's Avro deserializer (devstack/avro_console/pom.xml), for reading topics as
+# a Kafka user would (README "Reading the topics with Avro tooling").
+AVRO_CONSOLE_VERSION = "4.1.1-3.1.7"
 
 # Go tools pinned by module version. Clair needs a special path: its module list endpoint is not served by
 # the module proxy, so `go install mod@v` fails while `go mod download mod@v` works; we build from the source.
@@ -169,6 +172,22 @@ class Installer:
         self._mark("avro", AVRO_VERSION)
         return lib
 
+    def avro_console(self) -> Path:
+        """Jars of Kafka's console consumer plus Apicurio's Avro deserializer; returns the folder that holds them."""
+        lib = self.paths.cache / f"avro-console-{AVRO_CONSOLE_VERSION}" / "lib"
+        if self._done("avro-console", AVRO_CONSOLE_VERSION) and lib.is_dir():
+            return lib
+        self.log("resolving Kafka's console consumer and Apicurio's Avro deserializer from Maven Central")
+        here = Path(__file__).parent / "avro_console"
+        self._run(
+            [
+                "mvn", "-q", "-B", "-s", str(here / "settings.xml"), "-f", str(here / "pom.xml"),
+                "dependency:copy-dependencies", f"-DoutputDirectory={lib}", "-DincludeScope=runtime",
+            ]
+        )  # fmt: skip
+        self._mark("avro-console", AVRO_CONSOLE_VERSION)
+        return lib
+
     def all(self) -> None:
         self.paths.ensure()
         self.apt()
@@ -176,6 +195,7 @@ class Installer:
         self.kafka()
         self.apicurio()
         self.avro()
+        self.avro_console()
 
 
 def _dpkg_installed(pkg: str) -> bool:
