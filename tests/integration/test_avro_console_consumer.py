@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from layerfill.config.settings import TopicSpec
 from layerfill.devstack.install import Installer
 from layerfill.devstack.paths import default_paths
-from layerfill.kafka.admin import delete_topics
+from layerfill.kafka.admin import delete_topics, ensure_topics
 from layerfill.kafka.producer import EventProducer, OutRecord
 from layerfill.serde import events
 from layerfill.serde.codec import CONFLUENT
@@ -29,10 +30,10 @@ def console_consumer_argv(lib: Path, bootstrap: str, registry_ccompat_url: str, 
     return [
         java, "-cp", f"{lib}/*", "org.apache.kafka.tools.consumer.ConsoleConsumer",
         "--bootstrap-server", bootstrap, "--topic", topic, "--from-beginning",
-        "--formatter-property", "print.key=true",
-        "--formatter-property", "value.deserializer=io.apicurio.registry.serde.avro.AvroKafkaDeserializer",
-        "--formatter-property", f"value.deserializer.apicurio.registry.url={registry_v3}",
-        "--formatter-property", "value.deserializer.apicurio.registry.use-id=contentId",
+        "--property", "print.key=true",
+        "--property", "value.deserializer=io.apicurio.registry.serde.avro.AvroKafkaDeserializer",
+        "--property", f"value.deserializer.apicurio.registry.url={registry_v3}",
+        "--property", "value.deserializer.apicurio.registry.use-id=contentId",
         "--max-messages", "1", "--timeout-ms", "60000",
     ]  # fmt: skip
 
@@ -46,6 +47,7 @@ def test_kafka_console_consumer_decodes_a_layerfill_event(devstack: DevStack) ->
         event_id=f"console-{unique()}", source="cli", registry="127.0.0.1:15001", repository="demo/console",
         digest="sha256:" + "c" * 64, reference="1",
     )  # fmt: skip
+    ensure_topics(settings.kafka, [TopicSpec(name=topic, partitions=1)])
     producer = EventProducer(settings.kafka)
     try:
         producer.send_and_wait(

@@ -85,11 +85,14 @@ def test_topics_ensure_sets_backward_transitive_on_each_subject(devstack: DevSta
             assert client.get_compatibility(subject) == COMPATIBILITY
         again = json.loads(CliRunner().invoke(app, ["topics", "ensure", "--json"], env=env).output)
         assert {s["action"] for s in again["subjects"]} == {"unchanged"}
-        # The registry now enforces it: a ManifestPulled that cannot read the registered one is refused.
-        current = json.loads(SchemaCatalog().current_json("ManifestPulled"))
-        current["fields"].append({"name": "region", "type": "string", "doc": "no default: breaks old data"})
+        # The registry now enforces it: once a producer registered ManifestPulled, a version that cannot read
+        # it is refused.
+        current = SchemaCatalog().current_json("ManifestPulled")
+        client.register_schema(subjects[0], Schema(current, "AVRO"))
+        breaking = json.loads(current)
+        breaking["fields"].append({"name": "region", "type": "string", "doc": "no default: breaks old data"})
         with pytest.raises(SchemaRegistryError) as refused:
-            client.register_schema(subjects[0], Schema(json.dumps(current), "AVRO"))
+            client.register_schema(subjects[0], Schema(json.dumps(breaking), "AVRO"))
         assert refused.value.http_status_code == 409
     finally:
         delete_topics(devstack.settings().kafka, list(env.values()))
