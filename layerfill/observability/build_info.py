@@ -15,7 +15,7 @@ BUILD_INFO.info(
     {
         "version": layerfill.__version__,
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
     }
 )

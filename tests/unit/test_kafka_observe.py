@@ -114,3 +114,20 @@ def test_a_real_client_reports_statistics_through_observed() -> None:
     assert registry.get_sample_value("layerfill_kafka_producer_queue_messages", {"role": "test-producer"}) == 0
     assert conf["statistics.interval.ms"] == 100
     assert "stats_cb" not in observed({}, "off", 0) and "statistics.interval.ms" not in observed({}, "off", 0)
+
+
+def test_build_info_names_the_versions() -> None:
+    import confluent_kafka
+    from prometheus_client import REGISTRY
+
+    import layerfill
+    from layerfill.observability import build_info  # noqa: F401  (registers the metric)
+
+    labels = {
+        "version": layerfill.__version__,
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+    }
+    found = next(s for s in REGISTRY.collect() if s.name == "layerfill_build").samples[0]
+    assert found.name == "layerfill_build_info" and found.value == 1
+    assert {k: found.labels[k] for k in labels} == labels and found.labels["confluent_kafka"].count(".") == 2
