@@ -70,7 +70,8 @@ class KafkaStatsCollector(Collector):
         )
         rtt = GaugeMetricFamily(
             "layerfill_kafka_broker_rtt_seconds",
-            "Average request round-trip time to each broker over the last statistics interval",
+            "Average request round-trip time to each broker over the last statistics interval (a consumer's includes"
+            " the broker's fetch wait, fetch.wait.max.ms: compare producers' for the network and the broker)",
             labels=["role", "broker"],
         )
         lag = GaugeMetricFamily(
