@@ -176,12 +176,20 @@ class PeakRss:
         self._thread.join()
 
 
+def devstack_codec() -> EventCodec:
+    """The codec the pipeline's processes use: the devstack env turns the schema registry (Confluent framing) on."""
+    from layerfill.config import load_settings
+    from layerfill.wiring import make_codec
+
+    return make_codec(load_settings())
+
+
 # -- bulk producing -------------------------------------------------------------------------------------------
 def produce_pulls(bootstrap: str, topic: str, images: list[tuple[str, str, str]], count: int,
                   codec: EventCodec | None = None) -> float:  # fmt: skip
     """`count` ManifestPulled events cycling over (registry, repository, digest), with a plain idempotent
     producer (no per-event acknowledgement wait). Returns seconds taken."""
-    codec = codec or EventCodec()
+    codec = codec or devstack_codec()
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
                   "batch.num.messages": 10000, "compression.type": "zstd"})  # fmt: skip
     start = time.monotonic()
@@ -362,7 +370,7 @@ class TopicWatch:
     each record is accurate to the poll) and keeps the records whose repository starts with `prefix`."""
 
     def __init__(self, bootstrap: str, topics: list[str], prefix: str, codec: EventCodec | None = None) -> None:
-        self.codec = codec or EventCodec()
+        self.codec = codec or devstack_codec()
         self.prefix = prefix
         self.topics = topics
         self.records: list[Seen] = []

@@ -20,7 +20,6 @@ from confluent_kafka import Consumer
 
 from bench import common
 from layerfill.devstack.seed import seed
-from layerfill.serde.codec import EventCodec
 from tests.support.pipeline import Pipeline
 from tests.support.stack import DevStack, ensure_up
 
@@ -30,7 +29,7 @@ IMAGES = ["demo/app-a:1", "demo/app-b:1", "demo/multi:1"]
 
 def bare_consume(bootstrap: str, topic: str, total: int, timeout: float = 600) -> dict[str, float]:
     """Consume and decode `total` records from the start of `topic`; the rate excludes the group join."""
-    codec = EventCodec()
+    codec = common.devstack_codec()
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-bare-{uuid.uuid4().hex[:8]}",
                   "isolation.level": "read_committed", "enable.auto.commit": False,
                   "auto.offset.reset": "earliest"})  # fmt: skip

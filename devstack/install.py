@@ -17,6 +17,11 @@ from .paths import Paths
 
 KAFKA_VERSION = "4.1.1"
 APICURIO_VERSION = "3.0.9"
+# Apache Avro (Java): the engine of `layerfill schemas check` (devstack/avro/AvroCompat.java).
+AVRO_VERSION = "1.12.2"
+# Kafka's console consumer with Apicurio's Avro deserializer (devstack/avro_console/pom.xml), for reading topics as
+# a Kafka user would (README "Reading the topics with Avro tooling").
+AVRO_CONSOLE_VERSION = "4.1.1-3.1.7"
 
 # Go tools pinned by module version. Clair needs a special path: its module list endpoint is not served by
 # the module proxy, so `go install mod@v` fails while `go mod download mod@v` works; we build from the source.
@@ -29,6 +34,9 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
     # Sign/verify images and attach/discover SBOMs in the supply-chain e2e tests (issue 16).
     "cosign": ("github.com/sigstore/cosign/v2/cmd/cosign", "v2.6.5"),
     "oras": ("oras.land/oras/cmd/oras", "v1.3.6"),
+    # Checks and unit-tests the chart's alerting rules (tests/unit/test_helm_monitoring.py). Prometheus tags its
+    # Go module v0.<major*100+minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+    "promtool": ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0"),
 }
 CLAIR = ("github.com/quay/clair/v4", "v4.9.0", ["cmd/clair", "cmd/clairctl"])
 
@@ -148,12 +156,49 @@ class Installer:
             tf.extractall(home, filter="data")
         self._mark("apicurio", APICURIO_VERSION)
 
+    def avro_home(self) -> Path:
+        return self.paths.cache / f"avro-{AVRO_VERSION}"
+
+    def avro(self) -> Path:
+        """Apache Avro's jars and their runtime dependencies; returns the folder that holds them."""
+        lib = self.avro_home() / "lib"
+        if self._done("avro", AVRO_VERSION) and lib.is_dir():
+            return lib
+        self.log(f"resolving Apache Avro {AVRO_VERSION} jars from Maven Central")
+        pom = Path(__file__).parent / "avro" / "pom.xml"
+        self._run(
+            [
+                "mvn", "-q", "-B", "-f", str(pom), f"-Davro.version={AVRO_VERSION}",
+                "dependency:copy-dependencies", f"-DoutputDirectory={lib}", "-DincludeScope=runtime",
+            ]
+        )  # fmt: skip
+        self._mark("avro", AVRO_VERSION)
+        return lib
+
+    def avro_console(self) -> Path:
+        """Jars of Kafka's console consumer plus Apicurio's Avro deserializer; returns the folder that holds them."""
+        lib = self.paths.cache / f"avro-console-{AVRO_CONSOLE_VERSION}" / "lib"
+        if self._done("avro-console", AVRO_CONSOLE_VERSION) and lib.is_dir():
+            return lib
+        self.log("resolving Kafka's console consumer and Apicurio's Avro deserializer from Maven Central")
+        here = Path(__file__).parent / "avro_console"
+        self._run(
+            [
+                "mvn", "-q", "-B", "-s", str(here / "settings.xml"), "-f", str(here / "pom.xml"),
+                "dependency:copy-dependencies", f"-DoutputDirectory={lib}", "-DincludeScope=runtime",
+            ]
+        )  # fmt: skip
+        self._mark("avro-console", AVRO_CONSOLE_VERSION)
+        return lib
+
     def all(self) -> None:
         self.paths.ensure()
         self.apt()
         self.go_tools()
         self.kafka()
         self.apicurio()
+        self.avro()
+        self.avro_console()
 
 
 def _dpkg_installed(pkg: str) -> bool:

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from layerfill.config.settings import Settings
 from layerfill.kafka.producer import KafkaUnavailable
+from layerfill.observability import build_info  # noqa: F401  (registers layerfill_build_info)
 
 from . import distribution, harbor
 from .auth import authorized

@@ -40,7 +40,7 @@ class Publisher:
         codec: EventCodec | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.producer = producer or EventProducer(self.settings.kafka)
+        self.producer = producer or EventProducer(self.settings.kafka, role="publisher")
         self.codec = codec or make_codec(self.settings)
         self.topic = self.settings.topics.manifest_pulled.name
 

@@ -10,7 +10,8 @@ EVENTS = Counter(
     ["outcome"],
 )
 ITEMS = Counter("layerfill_fetcher_items_total", "Planned items by kind and outcome", ["kind", "outcome"])
-BYTES = Counter("layerfill_fetcher_bytes_fetched_total", "Bytes fetched from upstreams into the cache", ["kind"])
+# Unit last, as Prometheus names go (was layerfill_fetcher_bytes_fetched_total before 0.2).
+BYTES = Counter("layerfill_fetcher_fetched_bytes_total", "Bytes fetched from upstreams into the cache", ["kind"])
 FILL_SECONDS = Histogram(
     "layerfill_fetcher_fill_seconds",
     "Time to make one image complete",

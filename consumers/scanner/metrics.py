@@ -19,8 +19,15 @@ BATCH_SECONDS = Histogram("layerfill_scanner_batch_seconds", "Consume-process-co
 INFLIGHT_SCANS = Gauge("layerfill_scanner_inflight_images", "Images being scanned")
 RETRIES = Counter("layerfill_scanner_retries_total", "Attempts that failed and were retried", ["where"])
 DEAD_LETTERS = Counter("layerfill_scanner_dead_letters_total", "Events dead-lettered, by error class", ["error_class"])
-VULNERABILITIES = Counter(
-    "layerfill_scanner_vulnerabilities_total", "Vulnerabilities reported for scanned manifests", ["severity"]
+# Counts a manifest's vulnerabilities once, when its first final report is recorded: a rescan of a manifest that
+# already has one (scanner.rescan, a replay) does not count them again. It replaces
+# layerfill_scanner_vulnerabilities_total, which counted every report. Not a gauge per image: one series per
+# digest and severity, kept forever by every replica, is unbounded cardinality; the per-image numbers are in the
+# state DB and `layerfill status`.
+NEW_VULNERABILITIES = Counter(
+    "layerfill_scanner_new_vulnerabilities_total",
+    "Vulnerabilities in manifests' first final reports, by severity (rescans do not count again)",
+    ["severity"],
 )
 LAG = Gauge(
     "layerfill_scanner_consumer_lag",

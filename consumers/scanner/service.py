@@ -131,11 +131,14 @@ class ScannerService:
             return self._dead_letter(m, exc, attempts=info.attempt + 1)
         records: list[OutRecord] = []
         done: list[ScanResult] = []
+        reported_before: set[str] = set()  # digests that had a final report before this scan (rescans)
         failure: tuple[str, BaseException] | None = None
         with metrics.INFLIGHT_SCANS.track_inprogress():
             for manifest in ev["manifests"]:
                 if self._already_scanned(ev["registry"], manifest["digest"]):
                     continue
+                if self._mark_pending(ev["registry"], ev["repository"], manifest["digest"]):
+                    reported_before.add(manifest["digest"])
                 try:
                     result = self._scan(route, ev, manifest)
                 except Exception as exc:
@@ -144,7 +147,7 @@ class ScannerService:
                 records.append(self._scanned_record(ev, result))
                 done.append(result)
         # None when nothing was scanned: the loop may then batch this offset's commit with later ones.
-        after = self._recorder(ev, done) if done else None
+        after = self._recorder(ev, done, reported_before) if done else None
         if failure is None:
             label = "scanned" if done else "already_scanned"
             metrics.EVENTS.labels(label).inc()
@@ -213,9 +216,8 @@ class ScannerService:
 
     def _scan(self, route: Route, ev: dict[str, Any], manifest: dict[str, Any]) -> ScanResult:
         """Attempts in process: Clair unavailable -> raised after the last; IndexError -> final index_error."""
-        registry, repository, digest = ev["registry"], ev["repository"], manifest["digest"]
+        repository, digest = ev["repository"], manifest["digest"]
         extra = {"event_id": ev["event_id"], "repository": repository, "digest": digest}
-        self._mark_pending(registry, repository, digest)
         attempts = self.cfg.attempts_in_process
         for attempt in range(1, attempts + 1):
             try:
@@ -246,17 +248,19 @@ class ScannerService:
             time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
         raise AssertionError("unreachable")
 
-    def _mark_pending(self, registry: str, repository: str, digest: str) -> None:
+    def _mark_pending(self, registry: str, repository: str, digest: str) -> bool:
+        """Start a scan attempt in the state DB; True when the manifest already had a final report (a rescan)."""
         try:
             row = self.state.scan_for(registry, digest)
         except Exception:
             log.exception("state lookup failed", extra={"digest": digest})
-            return
+            return False
         # A retried event finds its row pending already: that attempt was counted when the retry was queued.
         if row is None or row.state is not ScanState.PENDING:
             self._safe_state(
                 self.state.record_scan, registry, repository, digest, scanner=SCANNER, state=ScanState.PENDING
             )
+        return row is not None and row.state in DONE_STATES
 
     def _scanned_record(self, ev: dict[str, Any], result: ScanResult) -> OutRecord:
         topic = self.topics.image_scanned.name
@@ -264,7 +268,9 @@ class ScannerService:
         headers = [("layerfill.caused_by", ev["event_id"].encode())]
         return OutRecord(topic, repository_key(ev["registry"], ev["repository"]), value, headers)
 
-    def _recorder(self, ev: dict[str, Any], results: list[ScanResult]) -> Callable[[], None]:
+    def _recorder(
+        self, ev: dict[str, Any], results: list[ScanResult], reported_before: frozenset[str] | set[str] = frozenset()
+    ) -> Callable[[], None]:
         def record() -> None:
             for r in results:
                 self._safe_state(
@@ -281,9 +287,10 @@ class ScannerService:
                     error=r.error,
                 )
                 metrics.SCANS.labels(r.state.value).inc()
-                for severity, count in (r.vulnerabilities or {}).items():
-                    if count:
-                        metrics.VULNERABILITIES.labels(severity).inc(count)
+                if r.digest not in reported_before and r.state in DONE_STATES:
+                    for severity, count in (r.vulnerabilities or {}).items():
+                        if count:
+                            metrics.NEW_VULNERABILITIES.labels(severity).inc(count)
                 if r.state in DONE_STATES:
                     self.known_done[(ev["registry"], r.digest)] = True
 

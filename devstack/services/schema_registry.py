@@ -28,4 +28,9 @@ class SchemaRegistry(Service):
         return http_ok(f"http://{self.ctx.host}:{self.ctx.ports.schema_registry}/health/ready")
 
     def env(self) -> dict[str, str]:
-        return {"LAYERFILL_DEVSTACK_SCHEMA_REGISTRY_URL": self.endpoint}
+        # The second entry turns the registry on for everything that reads the env file (the processes, the demo,
+        # the tests): events are written with Confluent framing, which Kafka tooling can decode.
+        return {
+            "LAYERFILL_DEVSTACK_SCHEMA_REGISTRY_URL": self.endpoint,
+            "LAYERFILL_SCHEMA_REGISTRY__URL": self.endpoint,
+        }

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -31,12 +32,16 @@ class KafkaSettings(BaseModel):
     ssl_ca_location: str | None = None
     # Passed to librdkafka as is, for settings this model does not name.
     extra: dict[str, str] = Field(default_factory=dict)
+    # How often the long-running clients report librdkafka statistics as metrics (layerfill_kafka_*); 0: never.
+    statistics_interval_ms: int = Field(15_000, ge=0)
 
     def client_config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
+            # librdkafka's own log lines go through Python logging (and so the JSON log format), not raw to stderr.
+            "logger": logging.getLogger("layerfill.kafka.librdkafka"),
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

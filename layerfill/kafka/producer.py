@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Message, Producer
 
 from layerfill.config.settings import KafkaSettings
+from layerfill.kafka.observe import observed
 
 
 class KafkaUnavailable(RuntimeError):
@@ -52,8 +53,9 @@ class EventProducer:
     """Thread-safe. A background thread serves delivery callbacks; `send` returns futures, `send_and_wait`
     blocks until every record is acknowledged or raises KafkaUnavailable."""
 
-    def __init__(self, kafka: KafkaSettings, **extra: object) -> None:
-        self._producer = Producer(producer_config(kafka, **extra))
+    def __init__(self, kafka: KafkaSettings, *, role: str = "producer", **extra: object) -> None:
+        # Statistics (layerfill_kafka_* metrics of `role`) and log lines are served by the poll thread below.
+        self._producer = Producer(observed(producer_config(kafka, **extra), role, kafka.statistics_interval_ms))
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer-poll", daemon=True)
         self._poller.start()

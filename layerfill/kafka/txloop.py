@@ -30,6 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from prometheus_client import Gauge, Histogram
 
 from layerfill.config.settings import KafkaSettings
+from layerfill.kafka.observe import observed
 from layerfill.kafka.producer import OutRecord, producer_config
 from layerfill.kafka.retry import read_retry_headers
 from layerfill.observability.http import serve_health
@@ -96,28 +97,37 @@ class TransactionalLoop:
         self.handle = handle
         self.metrics = metrics or LoopMetrics()
         self.log = logger or logging.getLogger(f"layerfill.{config.stage}")
+        stats_ms = kafka.statistics_interval_ms
         self.consumer = Consumer(
-            {
-                **kafka.client_config(),
-                "group.id": config.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "max.poll.interval.ms": config.max_poll_interval_ms,
-            }
+            observed(
+                {
+                    **kafka.client_config(),
+                    "group.id": config.group_id,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "earliest",
+                    "max.poll.interval.ms": config.max_poll_interval_ms,
+                },
+                f"{config.stage}-consumer",
+                stats_ms,
+            )
         )
         # The acked producer's settings, plus a transactional.id; a record may take as long as its transaction.
         tx_timeout_ms = int(kafka.extra.get("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))
         self.stuck_after_s = STUCK_AFTER_TIMEOUTS * tx_timeout_ms / 1000
         self.producer = Producer(
-            producer_config(
-                kafka,
-                **{
-                    "transactional.id": config.transactional_id,
-                    "transaction.timeout.ms": tx_timeout_ms,
-                    "message.timeout.ms": tx_timeout_ms,
-                },
+            observed(
+                producer_config(
+                    kafka,
+                    **{
+                        "transactional.id": config.transactional_id,
+                        "transaction.timeout.ms": tx_timeout_ms,
+                        "message.timeout.ms": tx_timeout_ms,
+                    },
+                ),
+                f"{config.stage}-producer",
+                stats_ms,
             )
         )
         self.paused: dict[tuple[str, int], int] = {}
@@ -340,12 +350,14 @@ class TransactionalLoop:
             )
 
     def _report_lag(self) -> None:
-        if self.metrics.lag is None:
-            return
         now = time.monotonic()
         if now - self._last_lag < 15:
             return
         self._last_lag = now
+        # The producer's statistics and log lines are served only by its poll (the consumer's by consume).
+        self.producer.poll(0)
+        if self.metrics.lag is None:
+            return
         try:
             for tp in self.consumer.position(self.consumer.assignment()):
                 _, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)

@@ -8,6 +8,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import make_wsgi_app
 
+from layerfill.observability import build_info  # noqa: F401  (registers layerfill_build_info)
+
 
 class _Quiet(WSGIRequestHandler):
     def log_message(self, *args: object) -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from layerfill.config.settings import TopicSpec, TopicsSettings
 from layerfill.kafka.admin import delete_topics, ensure_topics
-from layerfill.serde.codec import EventCodec
+from layerfill.wiring import make_codec
 from tests.support.stack import DevStack
 
 
@@ -61,7 +61,8 @@ class Pipeline:
         self.health_ports: dict[str, int] = {}
         base = devstack.settings()
         self.settings = base.model_copy(update={"topics": self.topics})
-        self.codec = EventCodec()
+        # The devstack env turns the schema registry on: read (and write) what the processes write.
+        self.codec = make_codec(self.settings)
         ensure_topics(self.settings.kafka, self.topics.all())
 
     # -- processes -------------------------------------------------------------------------------
@@ -148,7 +149,15 @@ class Pipeline:
         """Everything committed on `topic` so far (read_committed), decoded; waits until `until(records)` holds."""
         deadline = time.monotonic() + timeout
         while True:
-            records = self._read_all(topic, raw)
+            try:
+                records = self._read_all(topic, raw)
+            except KafkaException:
+                # Right after a broker restart (failure drills) leadership is still moving (NOT_LEADER_FOR_PARTITION,
+                # which librdkafka does not flag retriable here): ask again until the deadline.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+                continue
             if until is None or until(records) or time.monotonic() > deadline:
                 if until is not None and not until(records):
                     raise AssertionError(

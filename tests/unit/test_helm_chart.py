@@ -45,7 +45,7 @@ pytestmark = pytest.mark.unit
 
 KUBERNETES_VERSION = "1.33.0"
 # Custom resources: kubernetes-validate ships only the built-in kinds' schemas.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 FULLNAME = f"{RELEASE}-layerfill"
 VALUE_SETS = [None, *EXAMPLES]
 IDS = ["defaults", *(p.stem for p in EXAMPLES)]
@@ -194,6 +194,8 @@ def test_production_example_wires_credentials_and_tls() -> None:
     assert pod.env["LAYERFILL_SCHEMA_REGISTRY__BASIC_AUTH_USER_INFO"] == "key:secret"
     assert pod.env["LAYERFILL_KAFKA__SSL_CA_LOCATION"] == "/etc/layerfill/kafka-tls/ca.crt"
     assert len([o for o in objects if o["kind"] == "ServiceMonitor"]) == 3
+    assert find(objects, "PrometheusRule", FULLNAME)["metadata"]["labels"]["release"] == "prometheus"
+    assert find(objects, "ConfigMap", f"{FULLNAME}-dashboard")["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert find(objects, "Ingress", f"{FULLNAME}-bridge")["spec"]["ingressClassName"] == "nginx"
 
 

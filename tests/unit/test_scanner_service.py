@@ -130,6 +130,28 @@ def test_a_repeated_image_cached_does_not_rescan_unless_asked(clair: FakeClair, 
     assert out.label == "scanned" and len(clair.posts) == 2
 
 
+def test_vulnerabilities_count_once_per_manifest_not_again_on_a_rescan(clair: FakeClair, make_service) -> None:
+    from prometheus_client import REGISTRY
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("layerfill_scanner_new_vulnerabilities_total", {"severity": "unknown"}) or 0
+
+    clair.vulnerabilities = CVE
+    before = counted()
+    svc = make_service(clair.url)
+    commit(svc.process([message(image_cached([cached_manifest(AMD)]))])[0])
+    assert counted() == before + 1
+    # A replay that rescans every manifest records a fresh report but finds nothing new to count.
+    rescanning = make_service(clair.url, rescan=True)
+    [out] = rescanning.process([message(image_cached([cached_manifest(AMD)], caused_by="pull-2"))])
+    assert out.label == "scanned"
+    commit(out)
+    assert len(clair.posts) == 2 and counted() == before + 1
+    # Another manifest's first report counts.
+    commit(rescanning.process([message(image_cached([cached_manifest(ARM)], caused_by="pull-3"))])[0])
+    assert counted() == before + 2
+
+
 def test_duplicates_in_one_batch_are_scanned_once(clair: FakeClair, make_service) -> None:
     svc = make_service(clair.url)
     ev = image_cached([cached_manifest(AMD)])
