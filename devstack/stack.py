@@ -15,6 +15,13 @@ from .services.s3 import S3Server
 from .services.schema_registry import SchemaRegistry
 
 
+class UnknownService(KeyError):
+    """A service name the devstack does not have (a KeyError, as before, with a readable message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown service"
+
+
 @dataclass
 class ServiceStatus:
     name: str
@@ -52,7 +59,8 @@ class Stack:
         for s in self.services:
             if s.name == name:
                 return s
-        raise KeyError(f"no devstack service named {name!r}; have {[s.name for s in self.services]}")
+        names = ", ".join(s.name for s in self.services)
+        raise UnknownService(f"no devstack service named {name!r}; have {names}")
 
     def install(self) -> None:
         self.ctx.installer.all()

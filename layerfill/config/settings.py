@@ -21,6 +21,10 @@ from pydantic_settings import (
 from .routes import Route
 
 
+class ConfigFileError(FileNotFoundError):
+    """LAYERFILL_CONFIG names a file that is not there."""
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:19092"
     client_id: str = "layerfill"
@@ -217,7 +221,7 @@ class Settings(BaseSettings):
         yaml_file = os.environ.get("LAYERFILL_CONFIG")
         if yaml_file:
             if not Path(yaml_file).is_file():
-                raise FileNotFoundError(f"LAYERFILL_CONFIG names {yaml_file!r}, which is not a file")
+                raise ConfigFileError(f"LAYERFILL_CONFIG names {yaml_file!r}, which is not a file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 
