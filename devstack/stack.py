@@ -63,7 +63,9 @@ class Stack:
         raise UnknownService(f"no devstack service named {name!r}; have {names}")
 
     def install(self) -> None:
-        self.ctx.installer.all()
+        installer = self.ctx.installer
+        installer.log = self.log  # builds and downloads report through the stack's log (the CLI's spinner)
+        installer.all()
 
     def up(self, install: bool = True) -> None:
         self.ctx.paths.ensure()
@@ -90,6 +92,8 @@ class Stack:
         svc.start()
 
     def _wait(self, svc: Service, timeout: float = 180.0) -> None:
+        if not svc.healthy():
+            self.log(f"waiting for {svc.name} to be healthy")
         try:
             svc.wait_healthy(timeout)
         except ServiceError as exc:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Run a layerfill process in the foreground.")
+app = typer.Typer(
+    help="Run a layerfill process in the foreground.",
+    epilog="Examples: `layerfill run fetcher`; `LAYERFILL_CONFIG=/etc/layerfill.yaml layerfill run bridge`; "
+    "`eval $(layerfill devstack env) && layerfill run scanner`.",
+)
 
 
 def _settings():

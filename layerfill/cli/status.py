@@ -105,7 +105,14 @@ def status(
     limit: Annotated[int, typer.Option(help="At most this many images, most recently updated first.")] = 100,
 ) -> None:
     """Per image: complete in the cache or not, and the scan of each image manifest (state, packages,
-    vulnerabilities by severity)."""
+    vulnerabilities by severity).
+
+    Examples:
+
+      layerfill status --repository library/ --limit 20
+
+      layerfill status --json | jq '.images[] | select(.complete | not)'
+    """
     from layerfill.config import load_settings
     from layerfill.state.store import StateStore
 
@@ -117,18 +124,19 @@ def status(
         err.print(f"[red]cannot open the state DB:[/red] {exc}")
         raise typer.Exit(1) from exc
     try:
-        try:
-            images = store.list_images(repository_prefix=repository, registry=registry, limit=limit)
-        except ValueError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
-        views = []
-        for image in images:
-            blobs = store.image_blobs(image.registry, image.repository, image.digest)
-            digests = image_manifests(image, blobs)
-            views.append(image_view(image, [(d, store.scan_for(image.registry, d)) for d in digests]))
-        totals = store.totals()
-        source = store.url
+        with err.status("reading the state DB", spinner="dots"):
+            try:
+                images = store.list_images(repository_prefix=repository, registry=registry, limit=limit)
+            except ValueError as exc:
+                err.print(f"[red]{exc}[/red]")
+                raise typer.Exit(2) from exc
+            views = []
+            for image in images:
+                blobs = store.image_blobs(image.registry, image.repository, image.digest)
+                digests = image_manifests(image, blobs)
+                views.append(image_view(image, [(d, store.scan_for(image.registry, d)) for d in digests]))
+            totals = store.totals()
+            source = store.url
     finally:
         store.close()
     if as_json:
