@@ -46,3 +46,12 @@ def scanner() -> None:
     svc = ScannerService(_settings())
     svc.install_signal_handlers()
     svc.run()
+
+
+@app.command()
+def ui() -> None:
+    """Read-only status page (HTML, no JavaScript): images, scans, dead letters by cause; a page per image.
+    Listens on ui.host:ui.port (LAYERFILL_UI__PORT, default 18092)."""
+    from layerfill.ui.app import serve
+
+    serve(_settings())

@@ -173,6 +173,15 @@ class ScannerSettings(BaseModel):
         return None if v is None else v.rstrip("/")
 
 
+class UiSettings(BaseModel):
+    """The read-only status page (`layerfill run ui`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(18092, ge=1, le=65535)
+    image_limit: int = Field(200, ge=1, le=10_000)  # images listed, most recently updated first
+    dead_letter_sample: int = Field(1000, ge=1)  # newest dead letters per DLQ partition grouped by cause
+
+
 class StateSettings(BaseModel):
     database_url: str = Field(default_factory=lambda: f"sqlite:///{Path.cwd() / 'layerfill-state.db'}")
 
@@ -190,6 +199,7 @@ class Settings(BaseSettings):
     fetcher: FetcherSettings = Field(default_factory=FetcherSettings)
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
     routes: list[Route] = Field(default_factory=list)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
