@@ -2,7 +2,7 @@
 
 GET /                         images (complete / partial / ...), scans, dead letters by cause
 GET /image/REGISTRY/REPO@DIG  one image: its image manifests (platform, scan, vulnerabilities) and blobs
-GET /healthz                  liveness"""
+GET /healthz, /readyz          liveness"""
 
 from __future__ import annotations
 
@@ -152,6 +152,7 @@ def create_app(
         Route("/", index, methods=["GET"]),
         Route("/image/{rest:path}", image, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", healthz, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
