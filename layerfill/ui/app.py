@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -46,21 +47,29 @@ def _templates() -> Environment:
     return env
 
 
-def _dead_letters_from_kafka(settings: Settings) -> Callable[[], DeadLetterSample]:
+def _dead_letters_from_kafka(settings: Settings, max_age_s: float = 5.0) -> Callable[[], DeadLetterSample]:
+    """The DLQ's newest dead letters grouped by cause, read at most every `max_age_s` (page loads share a read)."""
     from layerfill.ops.deadletters import tail_dead_letters
     from layerfill.wiring import make_codec
 
     codec = make_codec(settings)
+    lock = threading.Lock()
+    last: list[tuple[float, DeadLetterSample]] = []
 
     def read() -> DeadLetterSample:
-        try:
-            found: list[DeadLetter]
-            found, _ = tail_dead_letters(
-                settings.kafka, settings.topics.dlq.name, codec, settings.ui.dead_letter_sample, timeout=10
-            )
-        except Exception as exc:  # Kafka down or the topic missing: the rest of the page still renders
-            return DeadLetterSample([], 0, f"{settings.topics.dlq.name}: {exc}")
-        return DeadLetterSample(causes(found), len(found))
+        with lock:
+            if last and time.monotonic() - last[0][0] < max_age_s:
+                return last[0][1]
+            try:
+                found: list[DeadLetter]
+                found, _ = tail_dead_letters(
+                    settings.kafka, settings.topics.dlq.name, codec, settings.ui.dead_letter_sample, timeout=5
+                )
+                sample = DeadLetterSample(causes(found), len(found))
+            except Exception as exc:  # Kafka down or the topic missing: the rest of the page still renders
+                sample = DeadLetterSample([], 0, f"{settings.topics.dlq.name}: {exc}")
+            last[:] = [(time.monotonic(), sample)]
+            return sample
 
     return read
 

@@ -96,9 +96,12 @@ class ImageView:
         return sorted({m.platform for m in self.manifests if m.platform})
 
     @property
-    def scan_state(self) -> str:
-        states = sorted({m.scan_state for m in self.manifests})
-        return states[0] if len(states) == 1 else ", ".join(states)
+    def scan_states(self) -> list[tuple[str, str]]:
+        """(state, label) per distinct scan state of its image manifests: `indexed`, or `indexed 1/2` when mixed."""
+        counts = Counter(m.scan_state for m in self.manifests)
+        if len(counts) == 1:
+            return [(state, state) for state in counts]
+        return [(state, f"{state} {n}/{len(self.manifests)}") for state, n in sorted(counts.items())]
 
     @property
     def packages(self) -> int | None:

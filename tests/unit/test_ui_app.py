@@ -74,6 +74,7 @@ def test_index_lists_images_with_status_platforms_bytes_and_scans(client: TestCl
     assert '<span class="platform">linux/amd64</span><span class="platform">linux/arm64/v8</span>' in html
     assert 'data-bytes="5242880">5.0 MiB' in html
     assert 'data-severity="high" data-count="2"' in html
+    assert ">index_error 1/2</span>" in html and ">indexed 1/2</span>" in html  # the index's two platforms
     assert 'data-state="indexed" data-count="1"' in html and 'data-state="index_error" data-count="1"' in html
     assert (
         'data-error-class="NoRoute" data-count="2"' in html and 'data-error-class="InvalidEvent" data-count="1"' in html
