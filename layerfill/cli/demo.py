@@ -33,7 +33,7 @@ def demo(
     keep_running: Annotated[
         bool, typer.Option(help="Leave the bridge, fetcher and scanner running afterwards.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the image to become complete.")] = 120,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each step: B complete, then B scanned.")] = 180,
 ) -> None:
     """Pull an image through the proxy cache with a client that already has its base layer, watch layerfill make
     it complete, show Clair's report for it (the skipped base layer's packages and a CVE), then pull it again with
