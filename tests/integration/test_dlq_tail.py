@@ -4,6 +4,7 @@ tail only. Dead letters are produced with the fetcher's own header format (layer
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,14 @@ PER_PARTITION = 40
 
 
 def _fill(p: Pipeline) -> None:
+    base = int(time.time() * 1000) - 60_000  # recent: retention must not delete them
     prod = Producer({"bootstrap.servers": p.settings.kafka.bootstrap_servers, "enable.idempotence": True})
     for i in range(PER_PARTITION):
         for part in (0, 1):
             cls = "Rare" if i == 3 else "NoRoute"
             headers = dlq_headers(stage="fetcher", error_class=cls, error_message=f"n{i} p{part}")
             prod.produce(p.topics.dlq.name, value=f"v{i}".encode(), key=b"k", headers=headers, partition=part,
-                         timestamp=1_700_000_000_000 + i * 10 + part)  # fmt: skip
+                         timestamp=base + i * 10 + part)  # fmt: skip
     assert prod.flush(30) == 0
 
 
