@@ -28,6 +28,7 @@ class Ports:
     clair: int = field(default_factory=lambda: _port("CLAIR", 16060))
     clair_introspection: int = field(default_factory=lambda: _port("CLAIR_INTROSPECTION", 16061))
     bridge: int = field(default_factory=lambda: _port("BRIDGE", 18080))
+    ui: int = field(default_factory=lambda: _port("UI", 18092))  # `layerfill run ui`, the status page
 
 
 @dataclass(frozen=True)

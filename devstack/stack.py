@@ -113,6 +113,7 @@ class Stack:
         env: dict[str, str] = {
             "LAYERFILL_DEVSTACK_DIR": str(self.ctx.paths.state),
             "LAYERFILL_DEVSTACK_LOGS": str(self.ctx.paths.logs),
+            "LAYERFILL_UI__PORT": str(self.ctx.ports.ui),
         }
         for svc in self.services:
             env.update(svc.env())

@@ -187,8 +187,11 @@ def _show_clair_report(settings: Settings, registry: str, digest: str, base: str
             time.sleep(1)
     if scan is None or scan.state is ScanState.PENDING:
         return False
+    from .status import format_vulnerabilities
+
     console.print(
-        f"   scanner recorded: {scan.state.value}, {scan.package_count} packages, vulnerabilities {scan.vulnerabilities}"
+        f"   the scanner recorded: {scan.state.value}, {scan.package_count} packages, "
+        f"vulnerabilities: {format_vulnerabilities(scan.vulnerabilities)}"
     )
     clair = ClairClient(settings.scanner.clair_url)
     try:
