@@ -50,7 +50,11 @@ def test_status_answers_the_same_from_any_directory(devstack: DevStack, tmp_path
         store.mark_complete("127.0.0.1:1", repo, digest, total_bytes=10, fetched_bytes=10, blobs=[])
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first, second = _status(devstack, tmp_path / "a", repo), _status(devstack, tmp_path / "b", repo)
+    try:
+        first, second = _status(devstack, tmp_path / "a", repo), _status(devstack, tmp_path / "b", repo)
+    finally:
+        with StateStore(url) as store:  # the devstack's own state DB: leave nothing behind
+            store.forget_image("127.0.0.1:1", repo, digest)
     assert first["state_db"] == second["state_db"]
     assert first["state_db"].startswith("postgresql+psycopg://postgres@")
     assert [i["digest"] for i in first["images"]] == [i["digest"] for i in second["images"]] == [digest]
