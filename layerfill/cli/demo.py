@@ -35,9 +35,18 @@ def demo(
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each step: B complete, then B scanned.")] = 180,
 ) -> None:
-    """Pull an image through the proxy cache with a client that already has its base layer, watch layerfill make
-    it complete, show Clair's report for it (the skipped base layer's packages and a CVE), then pull it again with
-    the upstream down."""
+    """The main job on the local stack: both seed scenarios, end to end.
+
+    A client that already has an image's base layer pulls it through the proxy cache; layerfill makes it complete,
+    Clair's report shows the skipped base layer's packages and a CVE, then the image is pulled with the upstream
+    down.
+
+    Examples:
+
+      make demo
+
+      layerfill demo --keep-running
+    """
     from layerfill.config import load_settings
     from layerfill.devstack.seed import seed
     from layerfill.devstack.stack import Stack
