@@ -27,6 +27,7 @@ def publish(
     from layerfill.kafka.producer import KafkaUnavailable
     from layerfill.oci.reference import InvalidReference
     from layerfill.producers.publisher import Publisher, build_event
+    from layerfill.serde import events
 
     # markup off: messages quote the OCI grammar ("[a-zA-Z0-9_]..."), which rich would eat as style tags;
     # soft_wrap: one message, one line, whatever the terminal width.
@@ -43,12 +44,17 @@ def publish(
         event = build_event(
             registry=registry, repository=repository, digest=digest, reference=tag, media_type=media_type, source=source
         )
+        if source not in events.SOURCES:  # the schema's enum: checked here too, before any Kafka client exists
+            raise ValueError(f"source must be one of {', '.join(events.SOURCES)}; got {source!r}")
     except (ValueError, InvalidReference) as exc:
         err.print(str(exc), style="red")
         raise typer.Exit(2) from None
     pub = Publisher()
     try:
         d = pub.publish([event])[0]
+    except ValueError as exc:  # refused while encoding: still the input's fault
+        err.print(str(exc), style="red")
+        raise typer.Exit(2) from None
     except KafkaUnavailable as exc:
         err.print(f"not published: {exc}", style="red")
         raise typer.Exit(1) from None

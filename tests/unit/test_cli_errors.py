@@ -101,6 +101,9 @@ def test_publish_rejects_a_bad_repository_before_building_a_producer(
     res = runner.invoke(app, ["publish", "cache.example.com/library/debian@sha256:00"])
     assert res.exit_code == 2
     assert "invalid digest" in one_line(res.stderr)
+    res = runner.invoke(app, ["publish", f"cache.example.com/library/debian@{DIGEST}", "--source", "nope"])
+    assert res.exit_code == 2
+    assert "source must be one of" in one_line(res.stderr)
 
 
 def test_debug_shows_the_traceback(runner: CliRunner) -> None:
