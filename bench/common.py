@@ -38,6 +38,9 @@ from layerfill.serde.codec import EventCodec
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+# Raw samples kept in the repository (every sample, not only percentiles), which `python -m bench.plots` draws.
+DOC_DATA = ROOT / "docs" / "bench-data"
+PLOTTED = ("latency", "scaleout", "egress")
 # Shared with the e2e tests: one bridge port, and some tests stop the upstream.
 E2E_LOCK = Path("/tmp/layerfill-e2e.lock")
 WORK = Path(os.environ.get("LAYERFILL_BENCH_DIR", "/tmp/layerfill-bench"))
@@ -99,8 +102,13 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": name, "at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), **data}
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    path.write_text(text)
     print(f"wrote {path.relative_to(ROOT)}")
+    if name in PLOTTED:
+        DOC_DATA.mkdir(parents=True, exist_ok=True)
+        (DOC_DATA / f"{name}.json").write_text(text)
+        print(f"wrote {(DOC_DATA / name).relative_to(ROOT)}.json (python -m bench.plots redraws docs/img/bench-*.png)")
     return path
 
 

@@ -34,6 +34,7 @@ class Ports:
     quay_dblogs: int = field(default_factory=lambda: _port("QUAY_DBLOGS", 18301))
     quay_es: int = field(default_factory=lambda: _port("QUAY_ES", 18302))
     quay_redis: int = field(default_factory=lambda: _port("QUAY_REDIS", 16379))
+    ui: int = field(default_factory=lambda: _port("UI", 18092))  # `layerfill run ui`, the status page
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
 }
 CLAIR = ("github.com/quay/clair/v4", "v4.9.0", ["cmd/clair", "cmd/clairctl"])
 
-APT_PACKAGES = ["skopeo", "docker-registry", "postgresql-15", "postgresql-contrib"]
+# chromium: headless, for the status page's browser test (tests/e2e/test_status_page.py).
+APT_PACKAGES = ["skopeo", "docker-registry", "postgresql-15", "postgresql-contrib", "chromium"]
 
 
 class InstallError(RuntimeError):

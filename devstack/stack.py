@@ -29,6 +29,13 @@ from .services.s3 import S3Server
 from .services.schema_registry import SchemaRegistry
 
 
+class UnknownService(KeyError):
+    """A service name the devstack does not have (a KeyError, as before, with a readable message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown service"
+
+
 @dataclass
 class ServiceStatus:
     name: str
@@ -85,10 +92,13 @@ class Stack:
         for s in self.services:
             if s.name == name:
                 return s
-        raise KeyError(f"no devstack service named {name!r}; have {[s.name for s in self.services]}")
+        names = ", ".join(s.name for s in self.services)
+        raise UnknownService(f"no devstack service named {name!r}; have {names}")
 
     def install(self) -> None:
-        self.ctx.installer.all()
+        installer = self.ctx.installer
+        installer.log = self.log  # builds and downloads report through the stack's log (the CLI's spinner)
+        installer.all()
         if self.ctx.with_quay:
             self.quay.installer.log = self.log
             self.quay.installer.install()
@@ -148,6 +158,8 @@ class Stack:
         svc.start()
 
     def _wait(self, svc: Service, timeout: float = 180.0) -> None:
+        if not svc.healthy():
+            self.log(f"waiting for {svc.name} to be healthy")
         try:
             svc.wait_healthy(timeout)
         except ServiceError as exc:
@@ -167,6 +179,7 @@ class Stack:
         env: dict[str, str] = {
             "LAYERFILL_DEVSTACK_DIR": str(self.ctx.paths.state),
             "LAYERFILL_DEVSTACK_LOGS": str(self.ctx.paths.logs),
+            "LAYERFILL_UI__PORT": str(self.ctx.ports.ui),
         }
         for svc in self.services:
             env.update(svc.env())

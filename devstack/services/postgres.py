@@ -94,4 +94,9 @@ class Postgres(Service):
         return f"postgresql+psycopg://postgres@{self.endpoint}/{db}"
 
     def env(self) -> dict[str, str]:
-        return {"LAYERFILL_DEVSTACK_POSTGRES_URL": self.url("layerfill")}
+        return {
+            "LAYERFILL_DEVSTACK_POSTGRES_URL": self.url("layerfill"),
+            # Every layerfill process and command run with this env file shares one state DB, whatever the
+            # current directory (the default is a SQLite file in the current directory).
+            "LAYERFILL_STATE__DATABASE_URL": self.url("layerfill"),
+        }

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from layerfill.cli.progress import bar as progress_bar
 from layerfill.ops.enumerate import CatalogStorage, StoredManifest
 
 if TYPE_CHECKING:
@@ -50,6 +50,14 @@ def backfill(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout")] = False,
 ) -> None:
     """Publish a ManifestPulled for every manifest the proxy registry holds (resumes where an earlier run stopped).
+
+    Examples:
+
+      layerfill backfill --dry-run --prefix library/
+
+      layerfill backfill --rate 20 --registry cache.example.com
+
+      layerfill backfill --source api --registry-url https://quay.example.com --repository proxy/library/debian
 
     Exit codes: 0 done, 1 storage, registry or Kafka failed (the checkpoint keeps what was published),
     2 bad input (including a registry that does not list its repositories: use --repository or --source storage),
@@ -104,8 +112,9 @@ def backfill(
         repos = [r for r in chosen if matches_prefix(r, prefix)] if chosen else list_repositories(catalog, prefix)
         items: Iterable[StoredManifest] = stored_manifests(catalog, repos, after)
         total: int | None = None
-        if source is Source.storage:  # listing storage is cheap: know the total up front
-            items = list(items)
+        if source is Source.storage:  # listing storage is cheap: know the total up front (and so the ETA)
+            with err.status("listing the cache's storage", spinner="dots"):
+                items = list(items)
             total = len(items)
         if dry_run:
             _report(as_json, doc | {"would_publish": sum(1 for _ in items), **_skipped(catalog)})
@@ -115,8 +124,7 @@ def backfill(
 
         pub = Publisher(settings)
         try:
-            with Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TextColumn("{task.description}"), console=err, transient=True) as progress:  # fmt: skip
+            with progress_bar("backfill", err) as progress:
                 task = progress.add_task("", total=total)
                 # The api source resolves tags while iterating: events flow before the whole registry is read.
                 for item in items:

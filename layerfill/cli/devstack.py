@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Run the local stack of real services (Kafka, S3, registries, PostgreSQL, Clair).")
+from layerfill.cli.progress import spinner
+
+app = typer.Typer(
+    help="Run the local stack of real services (Kafka, S3, registries, PostgreSQL, Clair).",
+    epilog="Examples: `layerfill devstack up`; `layerfill devstack stop upstream` (a failure drill); "
+    "`eval $(layerfill devstack env)`.",
+)
 err = Console(stderr=True)
 
 DistOpt = Annotated[
@@ -58,7 +64,9 @@ def up(
     running = [w for w in _recorded_with() if _stack(distribution, [w]).quay.process.pid()]
     stack = _stack(distribution, sorted(set(with_ or []) | set(running)))
     try:
-        stack.up(install=install)
+        with spinner(err, "starting the devstack") as log:
+            stack.log = log
+            stack.up(install=install)
     except (ServiceError, InstallError, QuayInstallError) as exc:
         err.print(f"[red]devstack up failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -91,7 +99,10 @@ def stop(service: str) -> None:
 @app.command()
 def start(service: str) -> None:
     """Start one service again and wait until it is healthy."""
-    _stack(_recorded_distribution()).start(service)
+    stack = _stack(_recorded_distribution())
+    with spinner(err, f"starting {service}") as log:
+        stack.log = log
+        stack.start(service)
 
 
 @app.command()
@@ -108,7 +119,8 @@ def seed(
 
     stack = _stack(_recorded_distribution())
     try:
-        pushed = do_seed(stack.ctx, large_size=large_size, prefix=prefix)
+        with err.status("building the test images and pushing them to the upstream", spinner="dots"):
+            pushed = do_seed(stack.ctx, large_size=large_size, prefix=prefix)
     except PushError as exc:
         err.print(f"[red]seed failed:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -26,11 +26,11 @@ Topic = Annotated[str | None, typer.Option("--topic", help="DLQ topic (default: 
 AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout")]
 
 
-def _load(topic: str | None, filt: DlqFilter) -> tuple[Settings, list[DeadLetter]]:
+def _load(topic: str | None, filt: DlqFilter, limit: int | None = None) -> tuple[Settings, list[DeadLetter]]:
     from confluent_kafka import KafkaException
 
     from layerfill.config import load_settings
-    from layerfill.ops.deadletters import read_dead_letters
+    from layerfill.ops.deadletters import read_dead_letters, tail_dead_letters
     from layerfill.wiring import make_codec
 
     settings = load_settings()
@@ -39,8 +39,14 @@ def _load(topic: str | None, filt: DlqFilter) -> tuple[Settings, list[DeadLetter
     try:
         if filt.from_offset is not None and filt.to_offset is not None and filt.from_offset > filt.to_offset:
             raise ValueError(f"invalid --from-offset {filt.from_offset}: after --to-offset {filt.to_offset}")
-        found = read_dead_letters(settings.kafka, name, make_codec(settings), partition=filt.partition)
-        return settings, [d for d in found if filt.matches(d)]
+        with err.status(f"reading {name}", spinner="dots"):
+            if limit is not None:
+                tail, _ = tail_dead_letters(
+                    settings.kafka, name, make_codec(settings), limit, partition=filt.partition, matches=filt.matches
+                )
+                return settings, tail
+            found = read_dead_letters(settings.kafka, name, make_codec(settings), partition=filt.partition)
+            return settings, [d for d in found if filt.matches(d)]
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -59,10 +65,20 @@ def _filter(partition: int | None, from_offset: int | None, to_offset: int | Non
 @app.command("list")
 def list_(partition: Partition = None, from_offset: FromOffset = None, to_offset: ToOffset = None,
           error_class: ErrorClass = None, original_topic: OriginalTopic = None, repository: RepoPrefix = None,
-          contains: Contains = None, topic: Topic = None, as_json: AsJson = False) -> None:  # fmt: skip
-    """Dead letters with cause, original topic/partition/offset and attempts."""
+          contains: Contains = None, topic: Topic = None, as_json: AsJson = False,
+          limit: Annotated[int | None, typer.Option("--limit", "-n", min=1,
+                           help="Only the N newest (matching) dead letters; reads each partition's tail only")] = None,
+          ) -> None:  # fmt: skip
+    """Dead letters with cause, original topic/partition/offset and attempts.
+
+    Examples:
+
+      layerfill dlq list --limit 20
+
+      layerfill dlq list --error-class NoRoute --repository library/
+    """
     _, found = _load(
-        topic, _filter(partition, from_offset, to_offset, error_class, original_topic, repository, contains)
+        topic, _filter(partition, from_offset, to_offset, error_class, original_topic, repository, contains), limit
     )
     if as_json:
         print(json.dumps([d.summary() for d in found], indent=2))
@@ -120,7 +136,14 @@ def replay(partition: Partition = None, from_offset: FromOffset = None, to_offse
            as_json: AsJson = False) -> None:  # fmt: skip
     """Produce chosen dead letters back to their original topic with their original key and value.
 
-    Exit codes: 0 replayed, 1 some could not be (no original topic) or Kafka failed, 2 bad input."""
+    Exit codes: 0 replayed, 1 some could not be (no original topic) or Kafka failed, 2 bad input.
+
+    Examples:
+
+      layerfill dlq replay --error-class NoRoute --dry-run
+
+      layerfill dlq replay --from-offset 10 --to-offset 20 -p 0
+    """
     from layerfill.kafka.producer import EventProducer, KafkaUnavailable
     from layerfill.ops.deadletters import replay_record
 

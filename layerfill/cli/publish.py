@@ -14,10 +14,20 @@ def publish(
     media_type: Annotated[str | None, typer.Option(help="Manifest media type, if known")] = None,
     source: Annotated[str, typer.Option(help="Event source")] = "cli",
 ) -> None:
-    """Publish one ManifestPulled event and wait until Kafka acknowledged it."""
+    """Publish one ManifestPulled event and wait until Kafka acknowledged it.
+
+    The event is validated before any Kafka client is built: a bad name or digest costs no connection.
+
+    Examples:
+
+      layerfill publish cache.example.com/library/debian@sha256:<64 hex>
+
+      layerfill publish cache.example.com/library/debian:12 --digest sha256:<64 hex>
+    """
     from layerfill.kafka.producer import KafkaUnavailable
     from layerfill.oci.reference import InvalidReference
-    from layerfill.producers.publisher import Publisher
+    from layerfill.producers.publisher import Publisher, build_event
+    from layerfill.serde import events
 
     # markup off: messages quote the OCI grammar ("[a-zA-Z0-9_]..."), which rich would eat as style tags;
     # soft_wrap: one message, one line, whatever the terminal width.
@@ -31,15 +41,18 @@ def publish(
             tag = reference
         if not digest:
             raise ValueError("invalid digest: IMAGE names a tag, so --digest is required")
-        pub = Publisher()
+        event = build_event(
+            registry=registry, repository=repository, digest=digest, reference=tag, media_type=media_type, source=source
+        )
+        if source not in events.SOURCES:  # the schema's enum: checked here too, before any Kafka client exists
+            raise ValueError(f"source must be one of {', '.join(events.SOURCES)}; got {source!r}")
     except (ValueError, InvalidReference) as exc:
         err.print(str(exc), style="red")
         raise typer.Exit(2) from None
+    pub = Publisher()
     try:
-        d = pub.publish_manifest_pulled(
-            registry=registry, repository=repository, digest=digest, reference=tag, media_type=media_type, source=source
-        )
-    except (ValueError, InvalidReference) as exc:
+        d = pub.publish([event])[0]
+    except ValueError as exc:  # refused while encoding: still the input's fault
         err.print(str(exc), style="red")
         raise typer.Exit(2) from None
     except KafkaUnavailable as exc:

@@ -42,7 +42,14 @@ def replay(
 ) -> None:
     """Move committed offsets (printing per partition from -> to). Refuses while the group has active members.
 
-    Exit codes: 0 planned or applied, 1 the group is active or Kafka failed, 2 bad input."""
+    Exit codes: 0 planned or applied, 1 the group is active or Kafka failed, 2 bad input.
+
+    Examples:
+
+      layerfill replay --to-time 2025-01-31T12:00:00Z
+
+      layerfill replay --to-earliest -p 3 --execute
+    """
     from confluent_kafka import KafkaException
 
     from layerfill.config import load_settings

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Run a layerfill process in the foreground.")
+app = typer.Typer(
+    help="Run a layerfill process in the foreground.",
+    epilog="Examples: `layerfill run fetcher`; `LAYERFILL_CONFIG=/etc/layerfill.yaml layerfill run bridge`; "
+    "`eval $(layerfill devstack env) && layerfill run scanner`.",
+)
 
 
 def _settings():
@@ -52,3 +56,12 @@ def quay_logs() -> None:
     src = make_source(_settings())
     src.install_signal_handlers()
     src.run()
+
+
+@app.command()
+def ui() -> None:
+    """Read-only status page (HTML, no JavaScript): images, scans, dead letters by cause; a page per image.
+    Listens on ui.host:ui.port (LAYERFILL_UI__PORT, default 18092)."""
+    from layerfill.ui.app import serve
+
+    serve(_settings())

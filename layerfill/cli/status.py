@@ -116,7 +116,14 @@ def status(
     limit: Annotated[int, typer.Option(help="At most this many images, most recently updated first.")] = 100,
 ) -> None:
     """Per image: complete in the cache or not, and the scan of each image manifest (state, packages,
-    vulnerabilities by severity)."""
+    vulnerabilities by severity).
+
+    Examples:
+
+      layerfill status --repository library/ --limit 20
+
+      layerfill status --json | jq '.images[] | select(.complete | not)'
+    """
     from layerfill.config import load_settings
     from layerfill.state.referrer_checks import ReferrerChecks
     from layerfill.state.store import StateStore
@@ -129,22 +136,23 @@ def status(
         err.print(f"[red]cannot open the state DB:[/red] {exc}")
         raise typer.Exit(1) from exc
     try:
-        try:
-            images = store.list_images(repository_prefix=repository, registry=registry, limit=limit)
-        except ValueError as exc:
-            err.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
-        views = []
-        checks = ReferrerChecks(store)
-        for image in images:
-            blobs = store.image_blobs(image.registry, image.repository, image.digest)
-            digests = image_manifests(image, blobs)
-            view = image_view(image, [(d, store.scan_for(image.registry, d)) for d in digests])
-            check = checks.get(image.registry, image.repository, image.digest)
-            view["referrers"] = None if check is None else check.counts.to_dict()
-            views.append(view)
-        totals = {**store.totals(), "referrers": checks.totals()}
-        source = store.url
+        with err.status("reading the state DB", spinner="dots"):
+            try:
+                images = store.list_images(repository_prefix=repository, registry=registry, limit=limit)
+            except ValueError as exc:
+                err.print(f"[red]{exc}[/red]")
+                raise typer.Exit(2) from exc
+            views = []
+            checks = ReferrerChecks(store)
+            for image in images:
+                blobs = store.image_blobs(image.registry, image.repository, image.digest)
+                digests = image_manifests(image, blobs)
+                view = image_view(image, [(d, store.scan_for(image.registry, d)) for d in digests])
+                check = checks.get(image.registry, image.repository, image.digest)
+                view["referrers"] = None if check is None else check.counts.to_dict()
+                views.append(view)
+            totals = {**store.totals(), "referrers": checks.totals()}
+            source = store.url
     finally:
         store.close()
     if as_json:

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from layerfill.cli.progress import bar as progress_bar
 
 if TYPE_CHECKING:
     from layerfill.config.settings import Settings
@@ -32,7 +33,16 @@ def verify(
 ) -> None:
     """Check that every image in the cache has all its planned blobs and child manifests.
 
-    Exit codes: 0 all complete, 1 partial or unknown images found (or storage failed), 2 bad input."""
+    Exit codes: 0 all complete, 1 partial or unknown images found (or storage failed), 2 bad input.
+
+    Examples:
+
+      layerfill verify --prefix library/
+
+      layerfill verify --deep --all --json
+
+      layerfill verify --repair --registry cache.example.com
+    """
     from layerfill.config import load_settings
     from layerfill.ops.audit import AuditStatus, audit_manifest
     from layerfill.ops.blobhash import StoredBlobHasher
@@ -55,15 +65,15 @@ def verify(
 
         state = StateStore(settings.state.database_url)
     try:
-        targets = [*stored_manifests(sink, list_repositories(sink, prefix))]
+        with err.status("listing the cache's storage", spinner="dots"):
+            targets = [*stored_manifests(sink, list_repositories(sink, prefix))]
         if state is not None:
             seen = {(t.repository, t.digest) for t in targets}
             known = state.list_images(repository_prefix=prefix, registry=reg, limit=10_000)
             targets += [StoredManifest(i.repository, i.digest) for i in known if (i.repository, i.digest) not in seen]
         hasher = StoredBlobHasher(settings.s3) if deep else None
         results: list[ImageAudit] = []
-        with Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err, transient=True) as progress:  # fmt: skip
+        with progress_bar("verify", err) as progress:
             task = progress.add_task("", total=len(targets))
             for t in targets:
                 progress.update(task, description=f"{t.repository}@{t.digest[:19]}")

@@ -22,6 +22,10 @@ from pydantic_settings import (
 from .routes import Route
 
 
+class ConfigFileError(FileNotFoundError):
+    """LAYERFILL_CONFIG names a file that is not there."""
+
+
 class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:19092"
     client_id: str = "layerfill"
@@ -207,7 +211,7 @@ class QuayLogsSettings(BaseModel):
     checkpoint_topic: str = "layerfill.quay-logs.checkpoints"
     # A tag pull is resolved with a HEAD through Quay; tried this long (Quay restarting) before dead-lettering.
     resolve_deadline_s: float = Field(120.0, gt=0)
-    health_port: int | None = 18092
+    health_port: int | None = 18093
 
     @field_validator("quay_url")
     @classmethod
@@ -222,6 +226,15 @@ class QuayLogsSettings(BaseModel):
 
     def registry_name(self) -> str:
         return self.registry or self.quay_url.split("://", 1)[1].split("/", 1)[0]
+
+
+class UiSettings(BaseModel):
+    """The read-only status page (`layerfill run ui`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(18092, ge=1, le=65535)
+    image_limit: int = Field(200, ge=1, le=10_000)  # images listed, most recently updated first
+    dead_letter_sample: int = Field(1000, ge=1)  # newest dead letters per DLQ partition grouped by cause
 
 
 class StateSettings(BaseModel):
@@ -242,6 +255,7 @@ class Settings(BaseSettings):
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     quay_logs: QuayLogsSettings = Field(default_factory=QuayLogsSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
     routes: list[Route] = Field(default_factory=list)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -273,7 +287,7 @@ class Settings(BaseSettings):
         yaml_file = os.environ.get("LAYERFILL_CONFIG")
         if yaml_file:
             if not Path(yaml_file).is_file():
-                raise FileNotFoundError(f"LAYERFILL_CONFIG names {yaml_file!r}, which is not a file")
+                raise ConfigFileError(f"LAYERFILL_CONFIG names {yaml_file!r}, which is not a file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
 

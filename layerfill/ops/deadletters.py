@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,3 +175,72 @@ def read_dead_letters(kafka: KafkaSettings, topic: str, codec: EventCodec, *, pa
                     done.add(tp.partition)
     finally:
         c.close()
+
+
+def windows_back(low: int, high: int, size: int) -> Iterator[tuple[int, int]]:
+    """Offset ranges [start, end) from the end of a partition back to `low`, `size` offsets each: how `dlq list
+    --limit` reads only the tail it needs."""
+    if size < 1:
+        raise ValueError(f"invalid --limit {size}: must be >= 1")
+    end = high
+    while end > low:
+        start = max(low, end - size)
+        yield start, end
+        end = start
+
+
+def newest(found: Iterable[DeadLetter], limit: int) -> list[DeadLetter]:
+    """The `limit` newest dead letters across partitions, oldest first (as `tail` prints)."""
+    ordered = sorted(found, key=lambda d: (d.timestamp_ms, d.partition, d.offset))
+    return ordered[-limit:] if limit else []
+
+
+def tail_dead_letters(kafka: KafkaSettings, topic: str, codec: EventCodec, limit: int, *,
+                      partition: int | None = None, matches: Callable[[DeadLetter], bool] = lambda _d: True,
+                      timeout: float = 30.0) -> tuple[list[DeadLetter], int]:  # fmt: skip
+    """The newest `limit` dead letters that `matches`, and how many records were read to find them. Each partition
+    is read backwards in windows of `limit` offsets until it gave `limit` matches or reached its start, so a long
+    DLQ is not read whole for the last few records."""
+    c = Consumer({**kafka.client_config(), "group.id": f"layerfill-dlq-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False, "isolation.level": "read_committed"})  # fmt: skip
+    read = 0
+    found: list[DeadLetter] = []
+    try:
+        md = c.list_topics(topic, timeout=timeout).topics.get(topic)
+        if md is None or md.error is not None:
+            raise ValueError(f"invalid --topic {topic!r}: no such topic")
+        if partition is not None and partition not in md.partitions:
+            raise ValueError(f"invalid --partition {partition}: {topic} has partitions 0..{len(md.partitions) - 1}")
+        deadline = time.monotonic() + timeout
+        for p in sorted(md.partitions) if partition is None else [partition]:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            mine: list[DeadLetter] = []
+            for start, end in windows_back(low, high, limit):
+                window = _read_range(c, codec, topic, p, start, end, deadline)
+                read += len(window)
+                mine = [d for d in window if matches(d)] + mine
+                if len(mine) >= limit:
+                    break
+            found += mine[-limit:]
+    finally:
+        c.close()
+    return newest(found, limit), read
+
+
+def _read_range(c: Consumer, codec: EventCodec, topic: str, partition: int, start: int, end: int,
+                deadline: float) -> list[DeadLetter]:  # fmt: skip
+    c.assign([TopicPartition(topic, partition, start)])
+    out: list[DeadLetter] = []
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic}[{partition}] {start}..{end} did not finish in time")
+        for m in c.consume(500, timeout=0.5):
+            if m.error() is not None or m.offset() >= end:
+                continue
+            out.append(
+                decode(codec, topic, m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value(), m.headers())
+            )
+        # Transaction markers take offsets too: the position, not the last record, says the window is read.
+        (tp,) = c.position([TopicPartition(topic, partition)])
+        if tp.offset >= end:
+            return out

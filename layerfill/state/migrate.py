@@ -21,6 +21,8 @@ from .models import Base
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 # Alembic's `context` and `op` are process-wide proxies: two threads must not run commands at once.
 _ALEMBIC_LOCK = threading.Lock()
+# PostgreSQL advisory lock key of layerfill's migrations (any constant; "layerfil" in ASCII).
+_MIGRATION_LOCK_ID = 0x6C61796572666C
 
 
 class SchemaVersionError(RuntimeError):
@@ -59,6 +61,10 @@ def _run(target: str | URL | Engine, action: str, revision: str) -> None:
         _engine(target) as engine,
         engine.execution_options(**{WRITE_OPTION: True}).begin() as conn,
     ):
+        if conn.dialect.name == "postgresql":
+            # Processes started together (fetcher and scanner on a fresh database) migrate one after the other;
+            # the second then finds the schema at head. Released at commit.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
         # env.py runs on this connection, inside this transaction: one commit for the whole step.
         config.attributes["connection"] = conn
         getattr(command, action)(config, revision)

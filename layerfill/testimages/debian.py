@@ -97,8 +97,9 @@ def status_record(pkg: DebPackage) -> str:
 
 
 def dpkg_status(packages: tuple[DebPackage, ...] = PACKAGES) -> bytes:
-    """`var/lib/dpkg/status`: records separated by blank lines."""
-    return "\n".join(status_record(p) for p in packages).encode()
+    """`var/lib/dpkg/status`: every record ends with a blank line, the last one too, as dpkg writes it (Clair's
+    parser drops a last record that lacks it)."""
+    return "".join(status_record(p) + "\n" for p in packages).encode()
 
 
 def rootfs_files(packages: tuple[DebPackage, ...] = PACKAGES) -> dict[str, Entry]:

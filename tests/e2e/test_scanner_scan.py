@@ -56,8 +56,6 @@ class Pair:
 def build_pair(devstack: DevStack, workdir: Path, prefix: str, *, base_bytes: int = 0) -> Pair:
     layout = OciLayout(workdir / "images")
     files = debian.rootfs_files()
-    # A real dpkg status ends with a blank line; Clair's parser drops the last record (openssl) without it.
-    files["var/lib/dpkg/status"] = debian.dpkg_status() + b"\n"
     files["etc/layerfill-test-id"] = f"{prefix} {uuid.uuid4()}\n".encode()  # a base layer Clair has never seen
     if base_bytes:
         files["usr/share/layerfill/filler"] = os.urandom(base_bytes)  # incompressible: a slow layer to index

@@ -51,7 +51,7 @@ def test_state_db_deleted_between_runs_rebuilds_from_storage(
     storage = CacheStorage(devstack.settings().s3)
 
     with FaultProxy(f"http://{devstack.upstream_registry}") as upstream:  # pass-through: it only counts
-        p = pipeline_factory(routes=[route(devstack, prefix, upstream_url=upstream.url)])
+        p = pipeline_factory(routes=[route(devstack, prefix, upstream_url=upstream.url)], state="sqlite")
         db = Path(p.state_url.removeprefix("sqlite:///"))
 
         # Run 1: every image filled from the upstream.

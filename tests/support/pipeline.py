@@ -46,15 +46,38 @@ def _topics(prefix: str, partitions: int) -> TopicsSettings:
     )
 
 
+def _postgres_schema(devstack: DevStack, name: str, *, drop: bool = False) -> str:
+    """A schema of its own in the devstack's PostgreSQL database `layerfill` (the one its env file pins the
+    state DB to), created (or dropped), and the state URL that selects it through the search path."""
+    import psycopg
+
+    from layerfill.state import parse_url
+
+    base = parse_url(devstack.stack.postgres.url("layerfill"))
+    with psycopg.connect(host=base.host, port=base.port, user=base.username, dbname=base.database,
+                         autocommit=True, connect_timeout=10) as conn:  # fmt: skip
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE' if drop else f'CREATE SCHEMA "{name}"')
+    return base.update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+
+
 class Pipeline:
     def __init__(self, devstack: DevStack, workdir: Path, *, partitions: int = 2, routes: list[dict] | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 extra_env: dict[str, str] | None = None, state: str | None = None) -> None:  # fmt: skip
+        """`state`: "postgres" (default; LAYERFILL_TEST_STATE overrides) puts the pipeline's state in a schema of
+        its own in the devstack's PostgreSQL, as the devstack and production run it; "sqlite" in a file under
+        `workdir` (for tests about the file itself)."""
         self.devstack = devstack
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.id = f"t{uuid.uuid4().hex[:8]}"
         self.topics = _topics(f"lf-{self.id}", partitions)
-        self.state_url = f"sqlite:///{workdir / 'state.db'}"
+        self.state_kind = state or os.environ.get("LAYERFILL_TEST_STATE", "postgres")
+        if self.state_kind == "sqlite":
+            self.state_url = f"sqlite:///{workdir / 'state.db'}"
+        elif self.state_kind == "postgres":
+            self.state_url = _postgres_schema(devstack, f"lf_{self.id}")
+        else:
+            raise ValueError(f"state must be postgres or sqlite, not {self.state_kind!r}")
         self.routes = routes
         self.extra_env = extra_env or {}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -142,6 +165,9 @@ class Pipeline:
             self.stop(name)
         with contextlib.suppress(Exception):
             delete_topics(self.settings.kafka, [s.name for _, s in self.topics])
+        if self.state_kind == "postgres":
+            with contextlib.suppress(Exception):
+                _postgres_schema(self.devstack, f"lf_{self.id}", drop=True)
 
     # -- reading outputs ---------------------------------------------------------------------------
     def read(self, topic: str, *, until: Callable[[list[dict[str, Any]]], bool] | None = None, timeout: float = 60,

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 LARGE = 2 * 1024 * 1024 + 3
 NAMES = ["demo/app-a:1", "demo/app-b:1", "demo/multi:1", "demo/large:1"]
 # The uncompressed tar does not depend on the zlib build, so its digest can be pinned.
-BASE_DIFF_ID = "sha256:f88402598dd162704cc927ce8f6ab5912f5b33b7d4133d9ad42c26ea176887e7"
+BASE_DIFF_ID = "sha256:46b3c5b99a9fcaf0a14156182645ae8ffd3ebffe82afda1c6f1457ae533fe52c"
 
 
 def require_skopeo() -> None:

@@ -57,6 +57,14 @@ def test_dpkg_status_records() -> None:
     assert records[1]["Source"] == "glibc"
 
 
+def test_dpkg_status_ends_every_record_with_a_blank_line() -> None:
+    # Clair's dpkg parser drops a last record that is not followed by a blank line (openssl, here).
+    text = debian.dpkg_status().decode()
+    assert text.endswith("Description: Secure Sockets Layer toolkit - cryptographic utility\n\n")
+    assert text.count("\n\n") == len(debian.PACKAGES)
+    assert "\n\n\n" not in text
+
+
 def test_rootfs_has_dpkg_info_lists_and_listed_files() -> None:
     files = debian.rootfs_files()
     assert isinstance(files["var/lib/dpkg/info"], Directory)
