@@ -59,15 +59,15 @@ def test_revision_template_renders_valid_python(tmp_path: Path) -> None:
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
     config = alembic_config()
     config.set_main_option("script_location", str(scripts))
-    command.revision(config, message="add a column", rev_id="0002")
-    (new,) = (scripts / "versions").glob("0002_*.py")
+    command.revision(config, message="add a column", rev_id="0999")
+    (new,) = (scripts / "versions").glob("0999_*.py")
     tree = ast.parse(new.read_text())
     assigned = {
         node.target.id: ast.literal_eval(node.value)  # type: ignore[arg-type]
         for node in tree.body
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None
     }
-    assert assigned["revision"] == "0002" and assigned["down_revision"] == head_revision()
+    assert assigned["revision"] == "0999" and assigned["down_revision"] == head_revision()
     assert {"upgrade", "downgrade"} <= {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
