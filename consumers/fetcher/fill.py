@@ -320,9 +320,9 @@ class ImageFiller:
         return blobs
 
     def store_blobs(self, ctx: FillContext, blobs: list[BlobItem], result: FillResult) -> None:
-        """What is cheap at once (links to data already stored, configs); layers missing from storage after a
-        bounded wait for the client's pull that is likely bringing them (defer.py), each fetched at most once
-        across the group (leases.py). Blobs go to the shared pool in parallel."""
+        """What is cheap at once (links to data already stored); blobs missing from storage after a bounded wait
+        for the client's pull that is likely bringing them (defer.py), each fetched at most once across the group
+        (leases.py). Blobs go to the shared pool in parallel."""
         now, deferred = self.triage_blobs(ctx, blobs)
         futures = [(item, self._submit(ctx, item)) for item in now]
         if deferred:
@@ -332,17 +332,15 @@ class ImageFiller:
         self._collect(futures, result)
 
     def triage_blobs(self, ctx: FillContext, blobs: list[BlobItem]) -> tuple[list[BlobItem], list[BlobItem]]:
-        """(store now, defer): a layer is deferred when a client's pull may be bringing it (a fill, not a repair
-        or backfill) and storage does not hold its data."""
+        """(store now, defer): a blob is deferred when a client's pull may be bringing it (a fill, not a repair
+        or backfill) and storage does not hold its data. Configs too: the client GETs them like layers, and
+        waiting costs nothing the layers' wait does not already cost."""
         if ctx.reason != "fill" or not ctx.route.upstream_cost.defer_layers:
             return blobs, []
         now: list[BlobItem] = []
         deferred: list[BlobItem] = []
         for item in blobs:
-            absent = item.kind == "layer" and ctx.sink.blob_presence(ctx.repository, item.digest) in (
-                Presence.ABSENT,
-                Presence.UNKNOWN,
-            )
+            absent = ctx.sink.blob_presence(ctx.repository, item.digest) in (Presence.ABSENT, Presence.UNKNOWN)
             (deferred if absent else now).append(item)
         return now, deferred
 

@@ -1,0 +1,210 @@
+"""Upstream cost (issue 14), counted where it is paid: the upstream registry's own access log, by User-Agent
+(tests/support/upstream_log.py). Real clients pull through the real proxy; bridge and fetchers run as processes.
+
+- a cold pull by a client with nothing: layerfill adds <= 5% of the image's blob bytes and no manifest GET;
+- a layer the client skipped (it had it) and the cache never saw: layerfill fetches exactly that layer, once;
+- one missing base shared by two images handled by two fetcher processes at once: fetched once;
+- a client that abandons its pull half-way: the rest is fetched once the pull went quiet;
+- an index pulled for one platform: no GET of a manifest the cache holds, one per child nobody pulled."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import requests
+
+from bench.common import OCI_MANIFEST, ApiPusher, PushedImage, random_tar_layer
+from layerfill.devstack.seed import seed
+from tests.support.cachestore import CacheStorage
+from tests.support.clients import skopeo_pull
+from tests.support.routes import route
+from tests.support.stack import DevStack, unique
+from tests.support.upstream_log import UpstreamLog, blob_bytes, blob_gets, manifest_gets
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1024 * 1024
+LAYER = 8 * MiB
+# Short bounds keep the tests quick; the defaults are in layerfill/config/routes.py (UpstreamCost).
+FAST = {"grace_s": 1.0, "idle_s": 1.0, "upload_stale_s": 5.0, "max_wait_s": 60.0}
+
+
+def _route(devstack: DevStack, prefix: str, **cost: float) -> dict:
+    return {**route(devstack, prefix), "upstream_cost": {**FAST, **cost}}
+
+
+def _log(devstack: DevStack) -> UpstreamLog:
+    return UpstreamLog(devstack.ctx.paths.logs / "upstream.log").mark()
+
+
+def _push(devstack: DevStack, repository: str, layers: list[bytes], mounts: list[tuple[str, int, str]] = ()) -> PushedImage:  # fmt: skip
+    """An image of `layers` (pushed) and `mounts` ((digest, size, from repository), mounted first)."""
+    pusher = ApiPusher(devstack.upstream_registry)
+    try:
+        descriptors = []
+        for digest, size, source in mounts:
+            pusher.mount(repository, digest, source)
+            descriptors.append((digest, size))
+        for data in layers:
+            descriptors.append((pusher.blob(repository, data), len(data)))
+        return pusher.image(repository, "1", descriptors, note=repository)
+    finally:
+        pusher.close()
+
+
+def _layers(n: int, size: int = LAYER) -> list[bytes]:
+    return [random_tar_layer(size, random.randrange(1 << 30)) for _ in range(n)]
+
+
+def _image_bytes(img: PushedImage, config_size: int) -> int:
+    return config_size + sum(s for _, s in img.layers)
+
+
+def _wait_cached(p, *digests: str, timeout: float = 120) -> list[dict]:
+    want = set(digests)
+    return p.read(p.topics.image_cached.name, until=lambda rs: want <= {r["digest"] for r in rs}, timeout=timeout)
+
+
+def _assert_complete(devstack: DevStack, img: PushedImage) -> None:
+    storage = CacheStorage(devstack.settings().s3)
+    for digest, size in img.layers:
+        assert storage.size(digest) == size
+        assert storage.layer_link(img.repository, digest) == digest
+    assert storage.layer_link(img.repository, img.config) == img.config
+
+
+def test_cold_pull_costs_the_upstream_the_image_once(devstack: DevStack, pipeline_factory, tmp_path: Path) -> None:
+    prefix = unique("cold")
+    layers = _layers(3)
+    img = _push(devstack, f"{prefix}/app", layers)
+    p = pipeline_factory(routes=[_route(devstack, prefix)])
+    p.start("bridge")
+    p.start("fetcher")
+    log = _log(devstack)
+
+    res = skopeo_pull(devstack.proxy_registry, img.repository, "1", tmp_path / "client")
+    assert res.returncode == 0, res.stderr
+    _wait_cached(p, img.digest)
+
+    reqs = log.requests(prefix)
+    image = sum(s for _, s in img.layers)
+    assert blob_bytes(reqs, "proxy") >= image  # the client's pull went through the proxy to the upstream
+    assert blob_bytes(reqs, "layerfill") <= 0.05 * image, [r for r in reqs if r.who == "layerfill"]
+    assert manifest_gets(reqs, "layerfill") == []  # the pulled manifest was read from the cache
+    _assert_complete(devstack, img)
+
+
+def test_skipped_layer_is_fetched_exactly_once(devstack: DevStack, pipeline_factory, tmp_path: Path) -> None:
+    prefix = unique("skip")
+    base, app_a, app_b = _layers(1)[0], *_layers(2, MiB)
+    a = _push(devstack, f"{prefix}/a", [base, app_a])
+    base_digest, base_size = a.layers[0]
+    b = _push(devstack, f"{prefix}/b", [app_b], mounts=[(base_digest, base_size, a.repository)])
+    p = pipeline_factory(routes=[_route(devstack, prefix)])
+    p.start("bridge")
+    p.start("fetcher")
+    layout = tmp_path / "client"
+    # The client has the base from elsewhere (straight from the upstream): the cache never sees it.
+    assert skopeo_pull(devstack.upstream_registry, a.repository, "1", layout, tag="a").returncode == 0
+    log = _log(devstack)
+
+    res = skopeo_pull(devstack.proxy_registry, b.repository, "1", layout, tag="b")
+    assert res.returncode == 0, res.stderr
+    _wait_cached(p, b.digest)
+
+    reqs = log.requests(prefix)
+    assert blob_gets(reqs, "proxy", base_digest) == []  # skipped by the client
+    (got,) = blob_gets(reqs, "layerfill", base_digest)
+    assert got.bytes == base_size
+    assert [r.reference for r in blob_gets(reqs, "layerfill")] == [base_digest]  # nothing else, not the config
+    assert manifest_gets(reqs, "layerfill") == []
+    _assert_complete(devstack, b)
+
+
+def test_shared_missing_base_is_fetched_once_by_two_fetcher_processes(
+    devstack: DevStack, pipeline_factory, tmp_path: Path
+) -> None:
+    prefix = unique("shared")
+    base = _layers(1)[0]
+    x = _push(devstack, f"{prefix}/x", [base, *_layers(1, MiB)])
+    base_digest, base_size = x.layers[0]
+    y = _push(devstack, f"{prefix}/y", _layers(1, MiB), mounts=[(base_digest, base_size, x.repository)])
+    # Two processes, each with its own topics (so each surely gets one of the images), one state DB: the group.
+    p1 = pipeline_factory(routes=[_route(devstack, prefix, grace_s=0.5)])
+    p2 = pipeline_factory(routes=[_route(devstack, prefix, grace_s=0.5)])
+    p2.state_url = p1.state_url
+    p1.start("fetcher", name="fetcher-1")
+    p2.start("fetcher", name="fetcher-2")
+    log = _log(devstack)
+
+    p1.publish(registry=devstack.proxy_registry, repository=x.repository, digest=x.digest, reference="1")
+    p2.publish(registry=devstack.proxy_registry, repository=y.repository, digest=y.digest, reference="1")
+    _wait_cached(p1, x.digest)
+    _wait_cached(p2, y.digest)
+
+    reqs = log.requests(prefix)
+    assert len(blob_gets(reqs, "layerfill", base_digest)) == 1
+    outcomes = sorted(
+        r["outcome"] for p in (p1, p2) for r in p.read(p.topics.layer_cached.name) if r["digest"] == base_digest
+    )
+    assert outcomes == ["fetched", "linked"]
+    _assert_complete(devstack, x)
+    _assert_complete(devstack, y)
+
+
+def test_abandoned_pull_is_completed_after_the_bound(devstack: DevStack, pipeline_factory) -> None:
+    prefix = unique("quit")
+    img = _push(devstack, f"{prefix}/app", _layers(2, 16 * MiB))
+    p = pipeline_factory(routes=[_route(devstack, prefix)])
+    p.start("bridge")
+    p.start("fetcher")
+    log = _log(devstack)
+
+    # A client that reads the manifest, starts on the first layer, and goes away after a quarter of it.
+    base = f"http://{devstack.proxy_registry}/v2/{img.repository}"
+    with requests.Session() as http:
+        r = http.get(f"{base}/manifests/1", headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert r.status_code == 200
+        first = img.layers[0][0]
+        with http.get(f"{base}/blobs/{first}", stream=True, timeout=30) as blob:
+            assert blob.status_code == 200
+            blob.raw.read(4 * MiB)
+    _wait_cached(p, img.digest, timeout=180)
+
+    reqs = log.requests(prefix)
+    for digest in [img.config, *(d for d, _ in img.layers)]:
+        assert len(blob_gets(reqs, "layerfill", digest)) <= 1, digest  # never twice
+    second = img.layers[1][0]
+    assert len(blob_gets(reqs, "layerfill", second)) == 1  # nobody else was getting it
+    assert blob_gets(reqs, "proxy", second) == []
+    _assert_complete(devstack, img)
+
+
+def test_index_children_only_unpulled_ones_are_asked_for(
+    devstack: DevStack, catalog, pipeline_factory, tmp_path: Path
+) -> None:
+    prefix = unique("idx")
+    repository = f"{prefix}/demo/multi"
+    info = catalog.images["demo/multi:1"]
+    seed(devstack.ctx, large_size=8 * MiB, prefix=prefix, names=["demo/multi:1"])
+    by_arch = {m.platform.split("/")[1]: m for m in info.manifests}
+    p = pipeline_factory(routes=[_route(devstack, prefix)])
+    p.start("bridge")
+    p.start("fetcher")
+    log = _log(devstack)
+
+    res = skopeo_pull(devstack.proxy_registry, repository, "1", tmp_path / "client", arch="amd64")
+    assert res.returncode == 0, res.stderr
+    _wait_cached(p, info.digest)
+
+    reqs = log.requests(prefix)
+    # The index and the amd64 child were pulled through the proxy, which stored them: layerfill read those from
+    # the cache, and asked the upstream once for the child nobody pulled.
+    assert [r.reference for r in manifest_gets(reqs, "layerfill")] == [by_arch["arm64"].digest]
+    arm64_blobs = {b.digest for b in [by_arch["arm64"].config, *by_arch["arm64"].layers]}
+    amd64_blobs = {b.digest for b in [by_arch["amd64"].config, *by_arch["amd64"].layers]}
+    fetched = [r.reference for r in blob_gets(reqs, "layerfill")]
+    assert len(fetched) == len(set(fetched))
+    assert not set(fetched) & (amd64_blobs - arm64_blobs)  # what the client pulled, the proxy delivered
