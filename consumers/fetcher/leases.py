@@ -20,6 +20,7 @@ from layerfill.state.store import StateStore
 log = logging.getLogger("layerfill.fetcher")
 
 T = TypeVar("T")
+MAX_DB_FAILURES = 3  # consecutive state DB errors before a blob is fetched without a lease
 
 
 class BlobLeases:
@@ -49,18 +50,26 @@ class BlobLeases:
         """`link()` once the blob is in storage; else `fetch()` under the lease, taken when free."""
         holder = self._holder()
         announced = False
+        failures = 0
         while True:
             if stored():
                 return link()
             try:
                 acquired = self.store.acquire_blob_lease(digest, holder, ttl_s)
-            except Exception as exc:
-                log.warning("blob lease unavailable, fetching without one", extra={"digest": digest, "error": str(exc)})
-                return fetch()
+                failures = 0
+            except Exception as exc:  # a busy SQLite file, a PostgreSQL failover: try a few times, then go on
+                failures += 1
+                if failures >= MAX_DB_FAILURES:
+                    log.warning("blob lease unavailable, fetching without one",
+                                extra={"digest": digest, "error": str(exc)})  # fmt: skip
+                    return fetch()
+                self._sleep(poll_s)
+                continue
             if acquired:
                 self._hold(digest, holder, ttl_s)
                 try:
-                    return fetch()  # the sink stats storage first: a blob stored meanwhile is only linked
+                    # The previous holder may have stored it between our look and its release.
+                    return link() if stored() else fetch()
                 finally:
                     self._release(digest, holder)
             if not announced and waited is not None:
