@@ -323,26 +323,28 @@ class ImageFiller:
         """What is cheap at once (links to data already stored); blobs missing from storage after a bounded wait
         for the client's pull that is likely bringing them (defer.py), each fetched at most once across the group
         (leases.py). Blobs go to the shared pool in parallel."""
-        now, deferred = self.triage_blobs(ctx, blobs)
-        futures = [(item, self._submit(ctx, item)) for item in now]
+        stored, unknown, deferred = self.triage_blobs(ctx, blobs)
+        futures = [(item, self._submit(ctx, item, stored=True)) for item in stored]
+        futures += [(item, self._submit(ctx, item)) for item in unknown]
         if deferred:
             missing = self.wait_for_client(ctx, deferred)
-            futures += [(item, self._submit(ctx, item)) for item in deferred if item.digest in missing]
-            futures += [(item, self._submit(ctx, item)) for item in deferred if item.digest not in missing]
+            futures += [(item, self._submit(ctx, item, stored=item.digest not in missing)) for item in deferred]
         self._collect(futures, result)
 
-    def triage_blobs(self, ctx: FillContext, blobs: list[BlobItem]) -> tuple[list[BlobItem], list[BlobItem]]:
-        """(store now, defer): a blob is deferred when a client's pull may be bringing it (a fill, not a repair
-        or backfill) and storage does not hold its data. Configs too: the client GETs them like layers, and
-        waiting costs nothing the layers' wait does not already cost."""
+    def triage_blobs(
+        self, ctx: FillContext, blobs: list[BlobItem]
+    ) -> tuple[list[BlobItem], list[BlobItem], list[BlobItem]]:
+        """(data stored, not looked at, deferred). A blob is deferred when a client's pull may be bringing it (a
+        fill, not a repair or backfill) and storage does not hold its data. Configs too: the client GETs them
+        like layers, and waiting for them costs nothing the layers' wait does not already cost."""
         if ctx.reason != "fill" or not ctx.route.upstream_cost.defer_layers:
-            return blobs, []
-        now: list[BlobItem] = []
+            return [], blobs, []
+        stored: list[BlobItem] = []
         deferred: list[BlobItem] = []
         for item in blobs:
             absent = ctx.sink.blob_presence(ctx.repository, item.digest) in (Presence.ABSENT, Presence.UNKNOWN)
-            (deferred if absent else now).append(item)
-        return now, deferred
+            (deferred if absent else stored).append(item)
+        return stored, [], deferred
 
     def wait_for_client(self, ctx: FillContext, deferred: list[BlobItem]) -> frozenset[str]:
         """Wait while the client's pull progresses; the digests still missing afterwards."""
@@ -361,8 +363,8 @@ class ImageFiller:
                      "delivered": len(outcome.delivered), "missing": len(outcome.missing)})  # fmt: skip
         return outcome.missing
 
-    def _submit(self, ctx: FillContext, item: BlobItem) -> Future[StoreResult]:
-        return self.blob_pool.submit(self._store_blob, ctx, item)
+    def _submit(self, ctx: FillContext, item: BlobItem, stored: bool = False) -> Future[StoreResult]:
+        return self.blob_pool.submit(self._store_blob, ctx, item, stored)
 
     @staticmethod
     def _collect(futures: list[tuple[BlobItem, Future[StoreResult]]], result: FillResult) -> None:
@@ -387,7 +389,8 @@ class ImageFiller:
         if first_error is not None:
             raise first_error
 
-    def _store_blob(self, ctx: FillContext, item: BlobItem) -> StoreResult:
+    def _store_blob(self, ctx: FillContext, item: BlobItem, stored_data: bool = False) -> StoreResult:
+        """Link a blob whose data is stored; else fetch it under its lease (or link it once another fetcher has)."""
         sink, repository = ctx.sink, ctx.repository
         spec = BlobSpec(item.digest, item.size, item.media_type)
 
@@ -395,7 +398,7 @@ class ImageFiller:
             return sink.store_blob(repository, spec, lambda: _open_checked(ctx.client, ctx.upstream_repository, item))
 
         with metrics.INFLIGHT_BLOBS.track_inprogress(), upstream_reason(ctx.reason):
-            if self.leases is None:
+            if self.leases is None or stored_data:
                 stored = store()
             else:
                 policy = ctx.route.upstream_cost
