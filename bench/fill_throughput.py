@@ -126,7 +126,7 @@ def skopeo_copy(upstream_registry: str, repo: str, dest: Path) -> float:
 
 
 def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: str) -> dict:
-    p = Pipeline(devstack, wd / "pipeline", partitions=1, routes=[common.route(devstack, prefix)])
+    p = Pipeline(devstack, wd / "pipeline", partitions=1, routes=[common.route(devstack, prefix, **common.NO_DEFER)])
     try:
         proc = p.start("fetcher")
         with common.PeakRss(proc.pid) as rss:

@@ -159,7 +159,11 @@ def run(devstack: DevStack, pulls: int, layer_mib: int) -> dict[str, Any]:
         push_s = time.monotonic() - t
         print(f"pushed {2 * (pulls + 1)} images to the upstream in {push_s:.0f}s")
         with Relay(f"http://{devstack.upstream_registry}") as relay:
-            p = Pipeline(devstack, wd / "pipeline", routes=[common.route(devstack, prefix, upstream_url=relay.url)])
+            p = Pipeline(
+                devstack,
+                wd / "pipeline",
+                routes=[common.route(devstack, prefix, upstream_url=relay.url, **common.NO_DEFER)],
+            )
             try:
                 p.start("bridge")  # first: the warm-up's blob-pull notifications reach it (and are ignored)
                 warm_s = warm_cache(devstack, s3, bucket, root, images["present"])

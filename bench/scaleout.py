@@ -65,7 +65,12 @@ def push_round(pusher: common.ApiPusher, registry: str, prefix: str, images: int
 def run_round(devstack: DevStack, wd_name: str, prefix: str, relay: Relay, procs: int,
               images: list[common.PushedImage]) -> dict[str, Any]:  # fmt: skip
     wd = common.workdir(wd_name)
-    p = Pipeline(devstack, wd, partitions=PARTITIONS, routes=[common.route(devstack, prefix, upstream_url=relay.url)])
+    p = Pipeline(
+        devstack,
+        wd,
+        partitions=PARTITIONS,
+        routes=[common.route(devstack, prefix, upstream_url=relay.url, **common.NO_DEFER)],
+    )
     try:
         names = [f"fetcher-{k}" for k in range(procs)]
         started = [p.start("fetcher", name=n) for n in names]
