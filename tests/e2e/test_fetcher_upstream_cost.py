@@ -67,6 +67,19 @@ def _wait_cached(p, *digests: str, timeout: float = 120) -> list[dict]:
     return p.read(p.topics.image_cached.name, until=lambda rs: want <= {r["digest"] for r in rs}, timeout=timeout)
 
 
+def _metric(p, name: str, process: str = "fetcher", **labels: str) -> float:
+    """The sum of `name` samples matching `labels` on a fetcher's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{p.health_ports[process]}/metrics", timeout=10).text
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def _assert_complete(devstack: DevStack, img: PushedImage) -> None:
     storage = CacheStorage(devstack.settings().s3)
     for digest, size in img.layers:
@@ -94,6 +107,9 @@ def test_cold_pull_costs_the_upstream_the_image_once(devstack: DevStack, pipelin
     assert blob_bytes(reqs, "layerfill") <= 0.05 * image, [r for r in reqs if r.who == "layerfill"]
     assert manifest_gets(reqs, "layerfill") == []  # the pulled manifest was read from the cache
     _assert_complete(devstack, img)
+    delivered = _metric(p, "layerfill_fetcher_blobs_deferred_total", outcome="delivered_by_proxy")
+    assert delivered >= 3  # every layer (and the config) came from the client's pull
+    assert _metric(p, "layerfill_fetcher_saved_bytes_total") >= image
 
 
 def test_skipped_layer_is_fetched_exactly_once(devstack: DevStack, pipeline_factory, tmp_path: Path) -> None:
@@ -120,6 +136,9 @@ def test_skipped_layer_is_fetched_exactly_once(devstack: DevStack, pipeline_fact
     assert got.bytes == base_size
     assert [r.reference for r in blob_gets(reqs, "layerfill")] == [base_digest]  # nothing else, not the config
     assert manifest_gets(reqs, "layerfill") == []
+    assert _metric(p, "layerfill_upstream_requests_total", kind="blob", reason="fill", method="GET", code="200") == 1
+    assert _metric(p, "layerfill_upstream_response_bytes_total", kind="blob", reason="fill") == base_size
+    assert _metric(p, "layerfill_fetcher_blobs_deferred_total", outcome="fetched_after_wait") == 1
     _assert_complete(devstack, b)
 
 
