@@ -32,9 +32,21 @@ class BlobLeases:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        # instance_id is unique per process and stable across its restarts: leases under it were held by this
+        # process's previous life, which is over. Without this a restart after a crash would wait out their TTL.
+        try:
+            dropped = store.release_blob_leases_of(f"{self._prefix}:")
+            if dropped:
+                log.info("released blob leases of this instance's previous run", extra={"leases": dropped})
+        except Exception as exc:
+            log.warning("could not release this instance's old blob leases", extra={"error": str(exc)})
+
+    @property
+    def _prefix(self) -> str:
+        return self.instance_id[:200]
 
     def _holder(self) -> str:
-        return f"{self.instance_id[:200]}:{uuid.uuid4().hex[:12]}"
+        return f"{self._prefix}:{uuid.uuid4().hex[:12]}"
 
     def exclusive(
         self,

@@ -647,6 +647,13 @@ class StateStore:
             stmt = sa.delete(leases).where(leases.c.digest == digest_, leases.c.holder == holder_)
             return conn.execute(stmt).rowcount > 0
 
+    def release_blob_leases_of(self, holder_prefix: str) -> int:
+        """Drop every lease whose holder starts with `holder_prefix` (a restarted process's predecessor)."""
+        prefix = check_text(holder_prefix, "holder_prefix")
+        with self._writer.begin() as conn:
+            stmt = sa.delete(leases).where(sa.func.substr(leases.c.holder, 1, len(prefix)) == prefix)
+            return conn.execute(stmt).rowcount
+
     def blob_lease_holder(self, digest: str) -> str | None:
         """Who holds a lease on `digest` that has not expired, if anyone."""
         digest_ = validate_digest(digest)

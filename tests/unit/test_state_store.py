@@ -456,6 +456,13 @@ class StateStoreContract:
         assert store.acquire_blob_lease(dg(1), "c", 30)
         assert store.acquire_blob_lease(dg(1), "c", 30)  # its own lease: renewed
 
+    def test_blob_leases_of_a_previous_run_are_released(self, store: StateStore) -> None:
+        assert store.acquire_blob_lease(dg(1), "fetcher-0:aaa", 30)
+        assert store.acquire_blob_lease(dg(2), "fetcher-0:bbb", 30)
+        assert store.acquire_blob_lease(dg(3), "fetcher-01:ccc", 30)
+        assert store.release_blob_leases_of("fetcher-0:") == 2
+        assert store.blob_lease_holder(dg(3)) == "fetcher-01:ccc"
+
     def test_blob_lease_taken_by_exactly_one_of_racing_holders(self, store: StateStore) -> None:
         won = run_threads(8, lambda i: store.acquire_blob_lease(dg(3), f"h{i}", 30))
         assert won.count(True) == 1
