@@ -80,15 +80,15 @@ class Bench:
         self.watch: common.TopicWatch | None = None
 
     def layers(self, n: int, size: int) -> list[Layer]:
-        self.seed += n
-        return [gzip_layer(size, self.seed + i) for i in range(n)]
+        first, self.seed = self.seed, self.seed + n  # each layer its own seed: never one the cache has seen
+        return [gzip_layer(size, first + i) for i in range(n)]
 
     def start(self) -> None:
         self.p.start("bridge")
         for i in range(self.fetchers):
             self.p.start("fetcher", name=f"fetcher-{i}", env=self.fetcher_env)
         if self.fetchers > 1:
-            common.wait_group(self.p.settings.kafka.bootstrap_servers, self.p.settings.fetcher.group_id,
+            common.wait_group(self.p.settings.kafka.bootstrap_servers, f"{self.p.id}-fetcher",
                               self.fetchers, 8)  # fmt: skip
         self.watch = common.TopicWatch(self.p.settings.kafka.bootstrap_servers, [self.p.topics.image_cached.name],
                                        self.prefix).__enter__()  # fmt: skip

@@ -8,9 +8,9 @@ missing from storage, the fetcher watches storage and waits while the client's p
 
 - progress = a missing layer appeared in storage, or an upload is open in the repository (distribution stores
   what its proxy serves through `_uploads/<id>/`), started no longer than `upload_stale_s` ago;
-- before any progress, the client gets `grace_s` from its manifest pull to start;
-- after the last progress, `idle_s` of quiet means the pull is over: what is still missing is a layer the client
-  skipped (it had it) or abandoned, and is fetched now;
+- until any progress is seen, the client gets `grace_s` from its manifest pull to start;
+- once it has started, `idle_s` of quiet after the last progress means the pull is over: what is still missing is
+  a layer the client skipped (it had it) or abandoned, and is fetched now;
 - never longer than `max_wait_s` in all.
 
 The proxy's blob `pull` notification is not used: it is sent when the blob has been served, the moment its data
@@ -67,9 +67,10 @@ class ClientWatch:
         p = self.policy
         if not p.defer_layers or now - self.started_at >= p.max_wait_s:
             return Decision.FETCH
-        quiet_from = min(self.pulled_at, now) + p.grace_s
-        if self.last_progress is not None:
-            quiet_from = max(quiet_from, self.last_progress + p.idle_s)
+        if self.last_progress is not None:  # the client has started: quiet for idle_s means it is done
+            quiet_from = self.last_progress + p.idle_s
+        else:
+            quiet_from = min(self.pulled_at, now) + p.grace_s
         return Decision.WAIT if now < quiet_from else Decision.FETCH
 
     def next_wait(self, now: float) -> float:

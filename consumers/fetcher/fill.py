@@ -274,12 +274,31 @@ class ImageFiller:
         metrics.MANIFEST_SOURCES.labels(ctx.route.label, resolved.source).inc()
         return resolved
 
-    def resolve_child(self, ctx: FillContext, child: Descriptor) -> ResolvedManifest:
+    def resolve_children(
+        self, ctx: FillContext, children: list[Descriptor]
+    ) -> list[tuple[Descriptor, ResolvedManifest]]:
+        """The children of an index. A client pulls its platform's child right after the index, so one missing
+        from the cache is given until `grace_s` after the index pull to appear there (a fill only) before it
+        costs an upstream GET."""
+        cached = {c.digest: ctx.sink.read_manifest(ctx.repository, c.digest) for c in children}
+        missing = [c for c in children if cached[c.digest] is None]
+        policy = ctx.route.upstream_cost
+        if missing and ctx.reason == "fill" and policy.defer_layers:
+            deadline = min(ctx.pulled_at + policy.grace_s, time.time() + policy.max_wait_s)
+            while missing and time.time() < deadline and not self.stopping():
+                time.sleep(min(policy.poll_s, max(0.0, deadline - time.time())))
+                for c in list(missing):
+                    cached[c.digest] = ctx.sink.read_manifest(ctx.repository, c.digest)
+                    if cached[c.digest] is not None:
+                        missing.remove(c)
+        return [(c, self.resolve_child(ctx, c, cached[c.digest])) for c in children]
+
+    def resolve_child(self, ctx: FillContext, child: Descriptor, cached: bytes | None = None) -> ResolvedManifest:
         """A child of an index: the cache's copy when a client pulled that platform, else one upstream GET (its
         bytes are needed to plan its blobs, which a HEAD cannot tell)."""
         resolved = resolve_manifest(
             child.digest,
-            cache=lambda: ctx.sink.read_manifest(ctx.repository, child.digest),
+            cache=lambda: cached if cached is not None else ctx.sink.read_manifest(ctx.repository, child.digest),
             upstream=lambda: ctx.client.get_manifest(ctx.upstream_repository, child.digest),
         )
         metrics.MANIFEST_SOURCES.labels(ctx.route.label, resolved.source).inc()
@@ -312,8 +331,7 @@ class ImageFiller:
                     )
                 )
             if isinstance(doc, ImageIndex):
-                for child in plan.add_index(digest, doc):
-                    got = self.resolve_child(ctx, child)
+                for child, got in self.resolve_children(ctx, plan.add_index(digest, doc)):
                     pending.append((child.digest, got.data, got.media_type or child.media_type, False))
             elif isinstance(doc, ImageManifest):
                 blobs.extend(plan.add_image(digest, doc))

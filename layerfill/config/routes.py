@@ -19,8 +19,8 @@ class UpstreamCost(BaseModel):
     what is still missing when the pull went quiet."""
 
     defer_layers: bool = Field(True, description="wait for a client's pull in progress before fetching a layer")
-    grace_s: float = Field(1.5, ge=0, le=600, description="from the manifest pull: time for the client to start")
-    idle_s: float = Field(1.0, gt=0, le=600, description="no sign of progress this long: the client's pull is over")
+    grace_s: float = Field(1.0, ge=0, le=600, description="from the manifest pull: time for the client to start")
+    idle_s: float = Field(0.75, gt=0, le=600, description="no sign of progress this long: the client's pull is over")
     max_wait_s: float = Field(300.0, ge=0, le=86_400, description="never wait longer than this per image")
     poll_s: float = Field(0.25, gt=0, le=60, description="how often storage is looked at while waiting")
     # An upload the proxy keeps open this long without finishing counts as abandoned, not as progress.

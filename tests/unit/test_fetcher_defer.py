@@ -37,6 +37,13 @@ def test_layers_appearing_keep_the_wait_going_until_quiet_for_idle_s() -> None:
     assert w.observe(obs(102.8, {B})) is Decision.FETCH
 
 
+def test_once_the_client_has_started_its_quiet_ends_the_wait_before_the_grace() -> None:
+    w = ClientWatch(POLICY, pulled_at=100.0, started_at=100.0)
+    assert w.observe(obs(100.1, {A, B}, {"u": 100.05})) is Decision.WAIT  # an upload: the client is at it
+    assert w.observe(obs(100.3, {B})) is Decision.WAIT  # A stored
+    assert w.observe(obs(101.3, {B})) is Decision.FETCH  # 1 s of quiet, though the 2 s grace runs until 102
+
+
 def test_an_open_upload_is_progress_while_fresh() -> None:
     w = ClientWatch(POLICY, pulled_at=100.0, started_at=100.0)
     for t in (100.0, 103.0, 106.0, 109.5):
