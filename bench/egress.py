@@ -29,12 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
-from layerfill.devstack.seed import build, seed
-from tests.support.cachestore import CacheStorage
 from tests.support.clients import skopeo_pull
 from tests.support.pipeline import Pipeline
 from tests.support.stack import DevStack, ensure_up
-from tests.support.upstream_images import Layer, gzip_layer, push_image
+from tests.support.upstream_images import Layer, gzip_layer, push_image, push_index
 from tests.support.upstream_log import Request, UpstreamLog, blob_bytes, blob_gets, manifest_gets
 
 MiB = 1024 * 1024
@@ -143,21 +141,15 @@ class Bench:
                         p50_s=None if p50 is None else round(p50, 3))  # fmt: skip
 
     def index(self) -> Scenario:
-        info = build(self.devstack.ctx, large_size=8 * MiB).images["demo/multi:1"]
-        repository = f"{self.prefix}/idx/demo/multi"
-        seed(self.devstack.ctx, large_size=8 * MiB, prefix=f"{self.prefix}/idx", names=["demo/multi:1"])
-        storage = CacheStorage(self.devstack.settings().s3)
-        for m in info.manifests:  # content-addressed: an earlier run may have left the children in the cache
-            if storage.size(m.digest) is not None:
-                storage.forget(m.digest)
+        index = push_index(self.registry, f"{self.prefix}/idx/multi", ["amd64", "arm64"], layer_size=self.layer)
         self.log.mark()
-        self.pull(self.devstack.proxy_registry, repository, self.wd / "idx", "idx", arch="amd64")
-        self.cached(repository)
-        reqs = self.log.requests(repository)
-        unpulled = {m.digest for m in info.manifests if "amd64" not in m.platform}
+        self.pull(self.devstack.proxy_registry, index.repository, self.wd / "idx", "idx", arch="amd64")
+        self.cached(index.repository)
+        reqs = self.log.requests(index.repository)
+        unpulled = {index.children["arm64"].digest}
         gets = [r.reference for r in manifest_gets(reqs, "layerfill")]
-        image = sum(b.size for m in info.manifests for b in [m.config, *m.layers])
-        return Scenario("index pulled for one platform", image, reqs, 1, unpulled_children=len(unpulled),
+        image = sum(img.layer_bytes + img.config_size for img in index.children.values())
+        return Scenario("index (2 platforms) pulled for one", image, reqs, 1, unpulled_children=len(unpulled),
                         manifest_gets_of_unpulled=sum(1 for g in gets if g in unpulled),
                         manifest_gets_of_pulled=sum(1 for g in gets if g not in unpulled))  # fmt: skip
 

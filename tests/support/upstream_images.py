@@ -79,3 +79,40 @@ def push_image(registry: str, repository: str, layers: list[Layer], mounted: lis
         return Image(repository, digest, config_digest, len(config), tuple((x.digest, x.size) for x in every))
     finally:
         pusher.close()
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+@dataclass(frozen=True)
+class Index:
+    repository: str
+    digest: str
+    children: dict[str, Image]  # architecture -> image
+
+
+def push_index(registry: str, repository: str, architectures: list[str], layer_size: int = 64 * 1024) -> Index:
+    """A fresh OCI index tagged `1` over one single-layer image per architecture (all content new)."""
+    children = {}
+    for arch in architectures:
+        children[arch] = push_image(registry, repository, [gzip_layer(layer_size)])
+    pusher = ApiPusher(registry)
+    try:
+        index = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": img.digest, "size": _manifest_size(pusher, img),
+                           "platform": {"os": "linux", "architecture": arch}} for arch, img in children.items()],
+        }, sort_keys=True, separators=(",", ":")).encode()  # fmt: skip
+        r = pusher.session.put(f"{pusher.base}/v2/{repository}/manifests/1", data=index, timeout=60,
+                               headers={"Content-Type": OCI_INDEX})  # fmt: skip
+        r.raise_for_status()
+        return Index(repository, "sha256:" + hashlib.sha256(index).hexdigest(), children)
+    finally:
+        pusher.close()
+
+
+def _manifest_size(pusher: ApiPusher, img: Image) -> int:
+    r = pusher.session.get(f"{pusher.base}/v2/{img.repository}/manifests/{img.digest}",
+                           headers={"Accept": OCI_MANIFEST}, timeout=60)  # fmt: skip
+    r.raise_for_status()
+    return len(r.content)
