@@ -23,6 +23,8 @@ import argparse
 import contextlib
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -84,12 +86,25 @@ class Bench:
     def start(self) -> None:
         self.p.start("bridge")
         for i in range(self.fetchers):
-            self.p.start("fetcher", name=f"fetcher-{i}", env=self.fetcher_env)
+            self.start_fetcher(f"fetcher-{i}")
         if self.fetchers > 1:
             common.wait_group(self.p.settings.kafka.bootstrap_servers, f"{self.p.id}-fetcher",
                               self.fetchers, 8)  # fmt: skip
         self.watch = common.TopicWatch(self.p.settings.kafka.bootstrap_servers, [self.p.topics.image_cached.name],
                                        self.prefix).__enter__()  # fmt: skip
+
+    def start_fetcher(self, name: str) -> None:
+        if not self.fetcher_env:
+            self.p.start("fetcher", name=name)
+            return
+        # `python -m` puts the working directory first on sys.path: run from the other tree so it wins.
+        log = open(self.p.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen([sys.executable, "-m", "layerfill.cli.main", "run", "fetcher"],
+                                env={**self.p.env(name), **self.fetcher_env}, cwd=self.fetcher_env["PYTHONPATH"],
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        log.close()
+        self.p.procs[name] = proc
+        self.p._wait_http(f"http://127.0.0.1:{self.p.health_ports[name]}/readyz", proc, name)
 
     def close(self) -> None:
         if self.watch is not None:
