@@ -55,4 +55,4 @@ faults-full: up
 test-distribution-2.8: bootstrap
 	-$(LF) devstack down
 	$(LF) devstack up --distribution 2.8
-	$(PYTEST) tests/integration/test_smoke.py tests/e2e/test_offline_pull.py $(PYTEST_ARGS)
+	$(PYTEST) tests/integration/test_smoke.py tests/e2e/test_offline_pull.py tests/e2e/test_fetcher_upstream_cost.py $(PYTEST_ARGS)

@@ -227,6 +227,11 @@ def _pull_values(images: list[tuple[str, str, str]], count: int, when: datetime)
                                      repository=repo, digest=digest, occurred_at=when)  # fmt: skip
 
 
+# Benchmarks that publish events with no client pulling measure the fetch pipeline, not the wait for a client's
+# pull (docs/upstream-cost.md): their routes fetch missing blobs at once. bench/egress.py measures the wait.
+NO_DEFER = {"upstream_cost": {"defer_layers": False}}
+
+
 def route(devstack: Any, prefix: str, upstream_url: str | None = None, **extra: Any) -> dict[str, Any]:
     """A distribution-sink route for `prefix` on the proxy registry (repository names kept as they are)."""
     return {

@@ -162,7 +162,7 @@ def run(devstack: DevStack, pulls: int, layer_mib: int) -> dict[str, Any]:
             p = Pipeline(
                 devstack,
                 wd / "pipeline",
-                routes=[common.route(devstack, prefix, upstream_url=relay.url)],
+                routes=[common.route(devstack, prefix, upstream_url=relay.url, **common.NO_DEFER)],
                 state="sqlite",
             )  # as docs/benchmarks.md measured
             try:

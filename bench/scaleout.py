@@ -69,7 +69,7 @@ def run_round(devstack: DevStack, wd_name: str, prefix: str, relay: Relay, procs
         devstack,
         wd,
         partitions=PARTITIONS,
-        routes=[common.route(devstack, prefix, upstream_url=relay.url)],
+        routes=[common.route(devstack, prefix, upstream_url=relay.url, **common.NO_DEFER)],
         state="sqlite",
     )  # as docs/benchmarks.md measured
     try:

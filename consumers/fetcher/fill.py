@@ -1,13 +1,15 @@
 """One image made complete: event -> route -> resolve -> plan -> fetch -> sink -> result to emit.
 
 Manifests are resolved one after the other (a few KiB each, and an index's children are only known after the
-index is parsed); blobs then go to a shared pool in parallel, each streamed from the upstream straight into
-the sink, verified before it becomes visible."""
+index is parsed), from the cache before the upstream; blobs then go to a shared pool in parallel, each streamed
+from the upstream straight into the sink, verified before it becomes visible. Layers a client's pull is likely
+bringing into the cache are waited for first (docs/upstream-cost.md)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
@@ -15,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from layerfill import __version__
 from layerfill.config.routes import Route, find_route
 from layerfill.config.settings import Settings
 from layerfill.oci import mediatypes
-from layerfill.oci.manifest import ImageIndex, ImageManifest, parse_manifest
+from layerfill.oci.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
 from layerfill.oci.plan import BlobItem, Plan, PlatformPolicy
 from layerfill.oci.reference import (
     InvalidReference,
@@ -29,16 +32,22 @@ from layerfill.oci.reference import (
 )
 from layerfill.remote.blob import BlobStream
 from layerfill.remote.client import RegistryClient
+from layerfill.remote.transport.metered import upstream_reason
 from layerfill.serde import events
-from layerfill.sinks.base import BlobSpec, Sink, StoreResult
+from layerfill.sinks.base import BlobSpec, Presence, Sink, StoreResult
 from layerfill.state.records import BlobRecord
 
 from . import metrics
+from .deferral import wait_for_client
 from .errors import PermanentError
+from .leases import BlobLeases
 from .referrers import ReferrerChecker
-from .resolve import resolve_manifest
+from .resolve import ResolvedManifest, resolve_manifest
 
 log = logging.getLogger("layerfill.fetcher")
+
+# The upstream's access log tells layerfill's requests from the proxy's and the clients' by this.
+USER_AGENT = f"layerfill/{__version__} (fetcher)"
 
 
 @dataclass
@@ -152,6 +161,8 @@ class Resources:
                     creds = (route.username, route.password.get_secret_value())
                 c = RegistryClient(
                     route.upstream_url,
+                    user_agent=USER_AGENT,
+                    metrics_route=route.label,
                     credentials=creds,
                     max_concurrency=route.max_concurrency,
                     credential_hosts=route.credential_hosts,
@@ -175,12 +186,51 @@ class Resources:
             s.close()
 
 
+@dataclass
+class FillContext:
+    """What every step of one fill needs: the event, its route, where to read and write, and why."""
+
+    event: dict[str, Any]
+    route: Route
+    client: RegistryClient
+    sink: Sink
+    reason: str  # fill | repair | backfill: the metrics' reason, and whether a client's pull may be in progress
+    plan: Plan | None = None
+
+    @property
+    def repository(self) -> str:
+        return str(self.event["repository"])
+
+    @property
+    def upstream_repository(self) -> str:
+        return self.route.upstream_repository(self.repository)
+
+    @property
+    def pulled_at(self) -> float:
+        """When the client pulled the manifest (epoch s); now when the event does not say."""
+        when = self.event.get("occurred_at")
+        if isinstance(when, datetime):
+            return when.timestamp()
+        if isinstance(when, int | float) and not isinstance(when, bool):
+            return float(when) / 1000.0  # Avro timestamp-millis without its logical type
+        return time.time()
+
+
 class ImageFiller:
-    def __init__(self, settings: Settings, resources: Resources, blob_pool: Executor,
-                 referrers: ReferrerChecker | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        resources: Resources,
+        blob_pool: Executor,
+        leases: BlobLeases | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+        referrers: ReferrerChecker | None = None,
+    ) -> None:
         self.settings = settings
         self.resources = resources
         self.blob_pool = blob_pool
+        self.leases = leases
+        self.stopping = stopping
         self.referrers = referrers
 
     @staticmethod
@@ -200,23 +250,87 @@ class ImageFiller:
         self.validate(event)
         return find_route(self.settings.routes, event["registry"], event["repository"])
 
-    def fill(self, event: dict[str, Any]) -> FillResult:
-        route = self.route_for(event)
-        repository = event["repository"]
-        upstream_repo = route.upstream_repository(repository)
-        client = self.resources.client(route)
-        sink = self.resources.sink(route)
-        root = resolve_manifest(client, upstream_repo, event["digest"], event.get("manifest"), event.get("media_type"))
-        plan = Plan(root.digest, len(root.data), PlatformPolicy.parse(route.platforms))
-        result = FillResult(event=event, route=route, plan=plan)
+    # -- the steps: route -> resolve -> plan + manifests -> blobs -> result ---------------------------
 
-        # Manifests first, breadth-first: the root, then every child the platform policy keeps.
+    def fill(self, event: dict[str, Any], reason: str = "fill") -> FillResult:
+        route = self.route_for(event)
+        ctx = FillContext(event, route, self.resources.client(route), self.resources.sink(route), reason)
+        with upstream_reason(reason):
+            root = self.resolve_root(ctx)
+            ctx.plan = Plan(root.digest, len(root.data), PlatformPolicy.parse(route.platforms))
+            result = FillResult(event=event, route=route, plan=ctx.plan)
+            blobs = self.store_manifests(ctx, root, result)
+            self.store_blobs(ctx, blobs, result)
+            if self.referrers is not None:  # the image is complete: its signatures, attestations, SBOMs follow
+                self.follow_referrers(ctx, result)
+        result.completed_at = events.utc_now()
+        return result
+
+    def follow_referrers(self, ctx: FillContext, result: FillResult) -> None:
+        plan = ctx.plan
+        assert plan is not None and self.referrers is not None
+        subjects = [m.digest for m in plan.manifests if m.kind == "image" or m.digest == plan.root_digest]
+        result.referrers = self.referrers.after_fill(
+            ctx.route, ctx.client, ctx.sink, ctx.event, ctx.upstream_repository, subjects
+        )
+
+    def resolve_root(self, ctx: FillContext) -> ResolvedManifest:
+        """The pulled manifest: from the event, else the cache's copy (the proxy has just stored it), else the
+        upstream."""
+        digest = ctx.event["digest"]
+        resolved = resolve_manifest(
+            digest,
+            cache=lambda: ctx.sink.read_manifest(ctx.repository, digest),
+            upstream=lambda: ctx.client.get_manifest(ctx.upstream_repository, digest),
+            event_bytes=ctx.event.get("manifest"),
+            event_media_type=ctx.event.get("media_type"),
+        )
+        metrics.MANIFEST_SOURCES.labels(ctx.route.label, resolved.source).inc()
+        return resolved
+
+    def resolve_children(
+        self, ctx: FillContext, children: list[Descriptor]
+    ) -> list[tuple[Descriptor, ResolvedManifest]]:
+        """The children of an index. A client pulls its platform's child right after the index, so one missing
+        from the cache is given until `grace_s` after the index pull to appear there (a fill only) before it
+        costs an upstream GET."""
+        cached = {c.digest: ctx.sink.read_manifest(ctx.repository, c.digest) for c in children}
+        missing = [c for c in children if cached[c.digest] is None]
+        policy = ctx.route.upstream_cost
+        if missing and ctx.reason == "fill" and policy.defer_layers:
+            deadline = min(ctx.pulled_at + policy.grace_s, time.time() + policy.max_wait_s)
+            while missing and time.time() < deadline and not self.stopping():
+                time.sleep(min(policy.poll_s, max(0.0, deadline - time.time())))
+                for c in list(missing):
+                    cached[c.digest] = ctx.sink.read_manifest(ctx.repository, c.digest)
+                    if cached[c.digest] is not None:
+                        missing.remove(c)
+        return [(c, self.resolve_child(ctx, c, cached[c.digest])) for c in children]
+
+    def resolve_child(self, ctx: FillContext, child: Descriptor, cached: bytes | None = None) -> ResolvedManifest:
+        """A child of an index: the cache's copy when a client pulled that platform, else one upstream GET (its
+        bytes are needed to plan its blobs, which a HEAD cannot tell)."""
+        resolved = resolve_manifest(
+            child.digest,
+            cache=lambda: cached if cached is not None else ctx.sink.read_manifest(ctx.repository, child.digest),
+            upstream=lambda: ctx.client.get_manifest(ctx.upstream_repository, child.digest),
+        )
+        metrics.MANIFEST_SOURCES.labels(ctx.route.label, resolved.source).inc()
+        if len(resolved.data) != child.size:
+            raise DescriptorSizeMismatch(child.digest, child.size, len(resolved.data), "manifest")
+        return resolved
+
+    def store_manifests(self, ctx: FillContext, root: ResolvedManifest, result: FillResult) -> list[BlobItem]:
+        """Plan and store manifests breadth-first (the root, then every child the platform policy keeps); the
+        blobs of every image manifest planned."""
+        plan = ctx.plan
+        assert plan is not None
         pending: list[tuple[str, bytes, str | None, bool]] = [(root.digest, root.data, root.media_type, True)]
         blobs: list[BlobItem] = []
         while pending:
             digest, data, media_type, is_root = pending.pop(0)
             doc = parse_manifest(data, media_type, max_entries=self.settings.fetcher.max_layers)
-            stored = sink.store_manifest(repository, digest, doc.media_type, data)
+            stored = ctx.sink.store_manifest(ctx.repository, digest, doc.media_type, data)
             metrics.count_item("manifest", stored.outcome, stored.bytes_fetched)
             if not is_root:
                 result.items.append(
@@ -231,20 +345,61 @@ class ImageFiller:
                     )
                 )
             if isinstance(doc, ImageIndex):
-                for child in plan.add_index(digest, doc):
-                    got = resolve_manifest(client, upstream_repo, child.digest)
-                    if len(got.data) != child.size:
-                        raise DescriptorSizeMismatch(child.digest, child.size, len(got.data), "manifest")
+                for child, got in self.resolve_children(ctx, plan.add_index(digest, doc)):
                     pending.append((child.digest, got.data, got.media_type or child.media_type, False))
             elif isinstance(doc, ImageManifest):
                 blobs.extend(plan.add_image(digest, doc))
+        return blobs
 
-        # Blobs in parallel; the pool is shared by all images, the client limits per-upstream concurrency.
-        futures: list[tuple[BlobItem, Future[StoreResult]]] = []
+    def store_blobs(self, ctx: FillContext, blobs: list[BlobItem], result: FillResult) -> None:
+        """What is cheap at once (links to data already stored); blobs missing from storage after a bounded wait
+        for the client's pull that is likely bringing them (defer.py), each fetched at most once across the group
+        (leases.py). Blobs go to the shared pool in parallel."""
+        stored, unknown, deferred = self.triage_blobs(ctx, blobs)
+        futures = [(item, self._submit(ctx, item, stored=True)) for item in stored]
+        futures += [(item, self._submit(ctx, item)) for item in unknown]
+        if deferred:
+            missing = self.wait_for_client(ctx, deferred)
+            futures += [(item, self._submit(ctx, item, stored=item.digest not in missing)) for item in deferred]
+        self._collect(futures, result)
+
+    def triage_blobs(
+        self, ctx: FillContext, blobs: list[BlobItem]
+    ) -> tuple[list[BlobItem], list[BlobItem], list[BlobItem]]:
+        """(data stored, not looked at, deferred). A blob is deferred when a client's pull may be bringing it (a
+        fill, not a repair or backfill) and storage does not hold its data. Configs too: the client GETs them
+        like layers, and waiting for them costs nothing the layers' wait does not already cost."""
+        if ctx.reason != "fill" or not ctx.route.upstream_cost.defer_layers:
+            return [], blobs, []
+        stored: list[BlobItem] = []
+        deferred: list[BlobItem] = []
         for item in blobs:
-            futures.append(
-                (item, self.blob_pool.submit(self._store_blob, client, sink, repository, upstream_repo, item))
-            )
+            absent = ctx.sink.blob_presence(ctx.repository, item.digest) in (Presence.ABSENT, Presence.UNKNOWN)
+            (deferred if absent else stored).append(item)
+        return stored, [], deferred
+
+    def wait_for_client(self, ctx: FillContext, deferred: list[BlobItem]) -> frozenset[str]:
+        """Wait while the client's pull progresses; the digests still missing afterwards."""
+        policy = ctx.route.upstream_cost
+        outcome = wait_for_client(ctx.sink, ctx.repository, {i.digest for i in deferred}, policy, ctx.pulled_at,
+                                  stopping=self.stopping)  # fmt: skip
+        if outcome.waited:
+            sizes = {i.digest: i.size for i in deferred}
+            label = ctx.route.label
+            for digest in outcome.delivered:
+                metrics.BLOBS_DEFERRED.labels(label, "delivered_by_proxy").inc()
+                metrics.SAVED_BYTES.labels(label).inc(sizes[digest])
+            for _ in outcome.missing:
+                metrics.BLOBS_DEFERRED.labels(label, "fetched_after_wait").inc()
+            log.info("waited for the client's pull", extra={"repository": ctx.repository, "seconds": round(outcome.seconds, 3),
+                     "delivered": len(outcome.delivered), "missing": len(outcome.missing)})  # fmt: skip
+        return outcome.missing
+
+    def _submit(self, ctx: FillContext, item: BlobItem, stored: bool = False) -> Future[StoreResult]:
+        return self.blob_pool.submit(self._store_blob, ctx, item, stored)
+
+    @staticmethod
+    def _collect(futures: list[tuple[BlobItem, Future[StoreResult]]], result: FillResult) -> None:
         first_error: BaseException | None = None
         for item, fut in futures:
             try:
@@ -265,22 +420,29 @@ class ImageFiller:
             )
         if first_error is not None:
             raise first_error
-        if self.referrers is not None:  # the image is complete: its signatures, attestations, SBOMs follow
-            subjects = [m.digest for m in plan.manifests if m.kind == "image" or m.digest == plan.root_digest]
-            result.referrers = self.referrers.after_fill(route, client, sink, event, upstream_repo, subjects)
-        result.completed_at = events.utc_now()
-        return result
 
-    @staticmethod
-    def _store_blob(
-        client: RegistryClient, sink: Sink, repository: str, upstream_repo: str, item: BlobItem
-    ) -> StoreResult:
-        with metrics.INFLIGHT_BLOBS.track_inprogress():
-            stored = sink.store_blob(
-                repository,
-                BlobSpec(item.digest, item.size, item.media_type),
-                lambda: _open_checked(client, upstream_repo, item),
-            )
+    def _store_blob(self, ctx: FillContext, item: BlobItem, stored_data: bool = False) -> StoreResult:
+        """Link a blob whose data is stored; else fetch it under its lease (or link it once another fetcher has)."""
+        sink, repository = ctx.sink, ctx.repository
+        spec = BlobSpec(item.digest, item.size, item.media_type)
+
+        def store() -> StoreResult:
+            return sink.store_blob(repository, spec, lambda: _open_checked(ctx.client, ctx.upstream_repository, item))
+
+        with metrics.INFLIGHT_BLOBS.track_inprogress(), upstream_reason(ctx.reason):
+            if self.leases is None or stored_data:
+                stored = store()
+            else:
+                policy = ctx.route.upstream_cost
+                stored = self.leases.exclusive(
+                    item.digest,
+                    policy.lease_ttl_s,
+                    policy.poll_s,
+                    stored=lambda: sink.blob_presence(repository, item.digest) in (Presence.DATA_ONLY, Presence.LINKED),
+                    fetch=store,
+                    link=store,  # the sink finds the data and writes only the link
+                    waited=lambda: metrics.LEASE_WAITS.labels(ctx.route.label).inc(),
+                )
         metrics.count_item(item.kind, stored.outcome, stored.bytes_fetched)
         return stored
 

@@ -33,3 +33,27 @@ def count_item(kind: str, outcome: str, nbytes: int) -> None:
     ITEMS.labels(kind, outcome).inc()
     if nbytes:
         BYTES.labels(kind).inc(nbytes)
+
+
+# -- upstream cost (docs/upstream-cost.md); upstream requests and bytes are counted by the client's transport
+# (layerfill/remote/transport/metered.py) --
+BLOBS_DEFERRED = Counter(
+    "layerfill_fetcher_blobs_deferred_total",
+    "Missing layers waited for while a client's pull was in progress, by how they got into the cache",
+    ["route", "outcome"],  # delivered_by_proxy | fetched_after_wait
+)
+SAVED_BYTES = Counter(
+    "layerfill_fetcher_saved_bytes_total",
+    "Bytes of deferred layers the proxy stored for a client's pull, so the fetcher did not fetch them",
+    ["route"],
+)
+MANIFEST_SOURCES = Counter(
+    "layerfill_fetcher_manifest_sources_total",
+    "Manifests resolved, by where their bytes came from (event, cache, upstream)",
+    ["route", "source"],
+)
+LEASE_WAITS = Counter(
+    "layerfill_fetcher_blob_lease_waits_total",
+    "Blob stores that waited for another fetcher's upstream GET of the same blob",
+    ["route"],
+)

@@ -31,6 +31,7 @@ from layerfill.wiring import make_codec
 from . import metrics
 from .errors import describe, is_transient
 from .fill import FillResult, ImageFiller, Resources
+from .leases import BlobLeases
 from .referrers import ReferrerChecker
 
 log = logging.getLogger("layerfill.fetcher")
@@ -51,6 +52,14 @@ def _retry_after(exc: BaseException) -> float:
     return float(getattr(exc, "retry_after", None) or 0.0)
 
 
+def _reason(event: dict[str, Any], retry_attempt: int, attempt: int) -> str:
+    """Why the upstream is asked (the metrics' `reason`): a backfill or `verify --repair` event (source
+    `backfill`), a repair (a retried fill completing what a failed attempt left), or a fill after a client's pull."""
+    if event.get("source") == "backfill":
+        return "backfill"
+    return "repair" if retry_attempt > 0 or attempt > 1 else "fill"
+
+
 class FetcherService:
     def __init__(self, settings: Settings, *, state: StateStore | None = None, codec: EventCodec | None = None) -> None:
         self.settings = settings
@@ -64,7 +73,10 @@ class FetcherService:
         self.sinks = SinkFactory(part_size=cfg.part_bytes)
         self.resources = Resources(settings, lambda route: self.sinks.make(route, settings.s3))
         self.referrers = ReferrerChecker(self.state)
-        self.filler = ImageFiller(settings, self.resources, self.blob_pool, self.referrers)
+        self.leases = BlobLeases(self.state, cfg.instance_id)
+        self.filler = ImageFiller(
+            settings, self.resources, self.blob_pool, self.leases, lambda: self.loop.stopping, self.referrers
+        )
         # Images known complete: repeated pulls of popular images never reach the database.
         self.known_complete: LRUCache[ImageKey, bool] = LRUCache(maxsize=100_000)
         self.loop = TransactionalLoop(
@@ -98,6 +110,7 @@ class FetcherService:
     def _close(self) -> None:
         self.blob_pool.shutdown(wait=True)
         self.image_pool.shutdown(wait=True)
+        self.leases.close()
         self.resources.close()
 
     # -- one batch ---------------------------------------------------------------------------------
@@ -171,7 +184,7 @@ class FetcherService:
                     self._safe_state(self.state.mark_filling, *key, event_id=ev["event_id"],
                                      media_type=ev.get("media_type"), reference=ev.get("reference"))  # fmt: skip
                     with metrics.FILL_SECONDS.time():
-                        result = self.filler.fill(ev)
+                        result = self.filler.fill(ev, _reason(ev, info.attempt, attempt))
                     log.info("image complete", extra={**extra, "fetched_bytes": result.fetched_bytes,
                                                       "items": len(result.items)})  # fmt: skip
                     metrics.EVENTS.labels("complete").inc()

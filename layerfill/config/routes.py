@@ -7,9 +7,34 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from layerfill.oci.referrers import ReferrerPolicy
+
+
+class UpstreamCost(BaseModel):
+    """How a route trades time-to-complete for upstream egress (README, "Upstream cost").
+
+    A layer missing from the cache when the fetcher meets the image is usually being pulled by the client that
+    triggered the event: the proxy is fetching it from the upstream at that moment. Fetching it too would double
+    its upstream bytes, so the fetcher waits (bounded) while the client's pull makes progress and fetches only
+    what is still missing when the pull went quiet."""
+
+    defer_layers: bool = Field(True, description="wait for a client's pull in progress before fetching a layer")
+    grace_s: float = Field(1.0, ge=0, le=600, description="from the manifest pull: time for the client to start")
+    idle_s: float = Field(0.75, gt=0, le=600, description="no sign of progress this long: the client's pull is over")
+    max_wait_s: float = Field(300.0, ge=0, le=86_400, description="never wait longer than this per image")
+    poll_s: float = Field(0.25, gt=0, le=60, description="how often storage is looked at while waiting")
+    # An upload the proxy keeps open this long without finishing counts as abandoned, not as progress.
+    upload_stale_s: float = Field(60.0, gt=0, le=86_400)
+    # One upstream GET per blob across the consumer group: a lease in the state DB, renewed while held.
+    lease_ttl_s: float = Field(30.0, ge=2, le=3600, description="a crashed holder blocks a blob this long at most")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> UpstreamCost:
+        if self.poll_s > self.idle_s:
+            raise ValueError(f"poll_s ({self.poll_s}) must not exceed idle_s ({self.idle_s})")
+        return self
 
 
 class Route(BaseModel):
@@ -31,6 +56,12 @@ class Route(BaseModel):
     max_concurrency: int = Field(8, ge=1, le=256, description="concurrent requests to this upstream")
     # Signatures, attestations and SBOMs that travel with each image (README "Signatures, attestations, SBOMs").
     referrers: ReferrerPolicy = Field(default_factory=ReferrerPolicy)
+    name: str | None = Field(None, description="the `route` label of metrics; default `<registry>/<prefix>`")
+    upstream_cost: UpstreamCost = Field(default_factory=UpstreamCost)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.registry}/{self.repository_prefix.rstrip('/')}"
 
     @field_validator("upstream_url", "proxy_url")
     @classmethod

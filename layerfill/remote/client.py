@@ -41,6 +41,7 @@ from layerfill.remote.guard import (
 from layerfill.remote.transport.base import Origin, content_length, discard, read_capped
 from layerfill.remote.transport.chain import build_transport
 from layerfill.remote.transport.limit import HostLimiter
+from layerfill.remote.transport.metered import request_kind
 from layerfill.remote.transport.redact import get_logger, install_log_scrubbing, redact_url
 from layerfill.remote.transport.retry import RetryPolicy, retry_after_of
 from layerfill.remote.transport.tokens import TokenCache
@@ -94,6 +95,7 @@ class RegistryClient:
         max_manifest_bytes: int = MAX_MANIFEST_BYTES,
         chunk_size: int = CHUNK_SIZE,
         user_agent: str = f"layerfill/{__version__}",
+        metrics_route: str | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url)
         self.upstream_prefix = check_upstream_prefix(upstream_prefix)
@@ -125,6 +127,7 @@ class RegistryClient:
                 token_cache=self.token_cache,
                 credential_hosts=credential_hosts,
                 pool_maxsize=max(max_concurrency, 1),
+                metrics_route=metrics_route,
             )
         except ValueError as exc:
             raise InvalidInput("credential_hosts", list(credential_hosts), str(exc)) from None
@@ -148,7 +151,8 @@ class RegistryClient:
         url = f"{self.base_url}/v2/{name}/manifests/{reference}"
         attempt = 1
         while True:
-            response = self._send("GET", url, {"Accept": ACCEPT_MANIFESTS})
+            with request_kind("manifest"):
+                response = self._send("GET", url, {"Accept": ACCEPT_MANIFESTS})
             if response.status_code != 200:
                 raise self._error(response, f"manifest {reference} of {name}")
             try:
@@ -191,7 +195,8 @@ class RegistryClient:
         name = self._name(repository)
         digest = check_digest(digest)
         url = f"{self.base_url}/v2/{name}/blobs/{digest}"
-        response = self._send("HEAD", url, {})
+        with request_kind("blob"):
+            response = self._send("HEAD", url, {})
         if response.status_code == 404:
             discard(response)
             return None
@@ -277,7 +282,8 @@ class RegistryClient:
 
     def _open_blob_at(self, url: str, offset: int) -> Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self._send("GET", url, headers)
+        with request_kind("blob"):
+            response = self._send("GET", url, headers)
         if response.status_code == 200 or (offset and response.status_code == 206):
             return response
         raise self._error(response, f"blob {url.rsplit('/', 1)[-1]}")

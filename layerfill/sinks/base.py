@@ -74,6 +74,16 @@ class Sink(ABC):
         raise NotImplementedError(f"the {self.name} sink cannot store tags")
 
     @abstractmethod
+    def read_manifest(self, repository: str, digest: str) -> bytes | None:
+        """The manifest's bytes as the cache holds them, verified against `digest`; None when the cache has none.
+        Reading the cache instead of the upstream spares the upstream a manifest GET (a "pull" on Docker Hub)."""
+
+    def uploads_in_progress(self, repository: str) -> dict[str, float] | None:
+        """Uploads the registry has open in `repository` (upload id -> when it started, epoch seconds), the sign
+        of a proxy storing a blob it is serving to a client; None when this sink cannot see them."""
+        return None
+
+    @abstractmethod
     def close(self) -> None: ...
 
     def __enter__(self) -> Self:

@@ -166,6 +166,35 @@ class DistributionSink(Sink):
         self._write_link(current, d)
         return StoreResult("linked", 0)
 
+    def read_manifest(self, repository: str, digest: str) -> bytes | None:
+        """The bytes the proxy stored (content-addressed, so any repository's copy is this manifest)."""
+        validate_repository(repository)
+        try:
+            return self.read_blob_bytes(digest)
+        except (BlobNotFound, BlobTooLarge):
+            return None
+        except SinkIntegrityError as exc:  # a damaged copy: the caller asks the upstream instead
+            log.warning("manifest %s in storage is damaged, not used: %s", digest, exc)
+            return None
+
+    def uploads_in_progress(self, repository: str) -> dict[str, float]:
+        """distribution writes `_uploads/<id>/startedat` when an upload begins and removes the directory when it is
+        committed or cancelled: the proxy stores every blob it serves for the first time through one."""
+        prefix = f"{repository_prefix(self.root, repository)}_uploads/"
+        found: dict[str, float] = {}
+        with s3_errors("list", prefix):
+            for item in self._client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                name = (item.object_name or "")[len(prefix) :]
+                upload_id, _, rest = name.partition("/")
+                if not upload_id:
+                    continue
+                when = item.last_modified.timestamp() if item.last_modified else 0.0
+                if rest == "startedat":
+                    found[upload_id] = when
+                else:
+                    found.setdefault(upload_id, when)
+        return found
+
     def close(self) -> None:
         if self._http is not None:
             self._http.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from layerfill.oci.reference import Digest, validate_repository
 from layerfill.remote.client import RegistryClient
-from layerfill.remote.errors import DigestMismatch, UpstreamError
+from layerfill.remote.errors import DigestMismatch, NotFound, UpstreamError
 from layerfill.sinks.base import (
     BlobSource,
     BlobSpec,
@@ -105,6 +105,18 @@ class RegistrySink(Sink):
         if manifest.digest != d:
             raise SinkUnavailable(f"{what}: the proxy serves {manifest.digest}, expected {d} (tag moved?)")
         return StoreResult("fetched", len(manifest.content))
+
+    def read_manifest(self, repository: str, digest: str) -> bytes | None:
+        """GET by digest through the proxy, which serves a manifest it holds from its own storage (the pulled
+        manifest always: it has just served it). None on 404."""
+        validate_repository(repository)
+        d = str(Digest.parse(digest))
+        try:
+            return self._client.get_manifest(repository, d).content
+        except NotFound:
+            return None
+        except UpstreamError as exc:
+            raise sink_error(exc, f"manifest {d} of {repository}") from exc
 
     def close(self) -> None:
         self._client.close()

@@ -171,3 +171,15 @@ class ReferrerCheck(Base):
     sboms: Mapped[int] = mapped_column(sa.Integer)
     other: Mapped[int] = mapped_column(sa.Integer)
     bytes: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class BlobLease(Base):
+    """Who in the consumer group is fetching a blob from its upstream right now, until when (renewed while the
+    transfer runs). A crashed holder's lease simply expires; another fetcher then takes it."""
+
+    __tablename__ = "blob_leases"
+
+    digest: Mapped[str] = mapped_column(sa.String(DIGEST_MAX), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(TEXT_MAX))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]

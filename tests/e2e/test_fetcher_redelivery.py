@@ -54,6 +54,9 @@ def test_same_event_twice_gives_one_image_cached_and_no_refetch(
     digest = seed(devstack.ctx, large_size=SMALL, prefix=prefix, names=["demo/app-a:1"])[f"{repository}:1"]
     event = {"registry": devstack.proxy_registry, "repository": repository, "digest": digest, "reference": "1",
              "event_id": str(uuid.uuid4())}  # fmt: skip
+    storage = CacheStorage(devstack.settings().s3)
+    if storage.size(digest) is not None:
+        storage.forget(digest)  # left by an earlier run: the fill would read the manifest from the cache
     with FaultProxy(f"http://{devstack.upstream_registry}") as upstream:  # pass-through: it only counts
         p = pipeline_factory(routes=[route(devstack, prefix, sink, upstream_url=upstream.url)])
         p.start("fetcher")
@@ -65,7 +68,10 @@ def test_same_event_twice_gives_one_image_cached_and_no_refetch(
         p.read(p.topics.image_cached.name, until=lambda rs: any(r["digest"] == digest for r in rs), timeout=120)
         _wait_committed(p, in_topic, 2)
         upstream_requests = upstream.count()
-        assert upstream.count(f"/manifests/{digest}") >= 1  # the first fill really asked the upstream
+        if sink == "distribution":
+            assert upstream.count(f"/manifests/{digest}") >= 1  # the first fill really asked the upstream
+        else:
+            assert upstream_requests == 0  # warm-through: the proxy served everything, manifest included
         p.publish(**event)
         _wait_committed(p, in_topic, 3)
         # A new process has no memory of it: only the state database says the image is complete.

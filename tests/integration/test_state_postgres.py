@@ -66,7 +66,15 @@ class TestPostgresStateStore(StateStoreContract):
             rows = conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (pg_schema,)
             ).fetchall()
-        assert {r[0] for r in rows} == {"alembic_version", "images", "blobs", "image_blobs", "scans", "kv"}
+        assert {r[0] for r in rows} == {
+            "alembic_version",
+            "images",
+            "blobs",
+            "image_blobs",
+            "scans",
+            "kv",
+            "blob_leases",
+        }
 
     def test_timestamps_are_timestamptz(self, store: StateStore, pg_schema: str) -> None:
         store.mark_complete(REG, REPO, IMG, total_bytes=100, fetched_bytes=100, blobs=[layer(1)])

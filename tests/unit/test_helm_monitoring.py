@@ -32,19 +32,6 @@ RULES = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD = CHART / "files" / "grafana-dashboard.json"
 RULE_TESTS = REPO / "helm" / "tests" / "alerts.test.yaml"
 
-# Upstream-request metrics that issue 14 (upstream-frugal fill, branch wip-frugal) adds with exactly these names.
-# The alerts and the dashboard already use them. DELETE THIS CONSTANT when that branch is merged (with its one use
-# in `allowed` and the reminder test test_the_issue_14_placeholder_is_deleted_once_those_metrics_exist): the
-# name test then requires the code to export them like every other name.
-PROVIDED_BY_ISSUE_14 = frozenset(
-    {
-        "layerfill_upstream_requests_total",
-        "layerfill_upstream_response_bytes_total",
-        "layerfill_upstream_retry_after_total",
-        "layerfill_fetcher_blobs_deferred_total",
-        "layerfill_fetcher_saved_bytes_total",
-    }
-)
 # Exported by kube-state-metrics, not by layerfill (the exit-75 restart alert).
 KUBE_STATE_METRICS = frozenset(
     {"kube_pod_container_status_last_terminated_exitcode", "kube_pod_container_status_restarts_total"}
@@ -160,7 +147,7 @@ def test_alerts_and_dashboard_name_only_exported_metrics() -> None:
     } <= exported
     assert "layerfill_fetcher_bytes_fetched_total" not in exported  # renamed (unit last)
     assert "layerfill_scanner_vulnerabilities_total" not in exported  # replaced (counted every rescan)
-    allowed = exported | PROVIDED_BY_ISSUE_14 | KUBE_STATE_METRICS
+    allowed = exported | KUBE_STATE_METRICS
     used: dict[str, set[str]] = {}
     for alert in _alerts():
         for name in _NAME.findall(alert["expr"]):
@@ -173,12 +160,6 @@ def test_alerts_and_dashboard_name_only_exported_metrics() -> None:
             used.setdefault(name, set()).add(f"panel {title!r}")
     unknown = {name: sorted(where) for name, where in used.items() if name not in allowed}
     assert not unknown, f"metrics not exported by layerfill: {unknown}"
-
-
-def test_the_issue_14_placeholder_is_deleted_once_those_metrics_exist() -> None:
-    now_exported = PROVIDED_BY_ISSUE_14 & exported_metric_names()
-    if now_exported:
-        pytest.fail(f"{sorted(now_exported)} are exported now: delete PROVIDED_BY_ISSUE_14 from {__file__}")
 
 
 def test_a_wildcard_annotation_in_a_summary_names_real_metrics_too() -> None:

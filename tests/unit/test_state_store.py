@@ -436,6 +436,45 @@ class StateStoreContract:
         with pytest.raises(ValueError, match="invalid key"):
             store.get_kv("")
 
+    # -- blob leases -----------------------------------------------------------------------------
+
+    def test_blob_lease_one_holder_until_it_expires_or_is_released(self, store: StateStore, clock: ManualClock) -> None:
+        assert store.acquire_blob_lease(dg(1), "a", 30)
+        assert not store.acquire_blob_lease(dg(1), "b", 30)
+        assert store.acquire_blob_lease(dg(2), "b", 30)  # another blob is another lease
+        assert store.blob_lease_holder(dg(1)) == "a"
+        clock.advance(20)
+        assert store.renew_blob_lease(dg(1), "a", 30)  # now runs until t0 + 50
+        clock.advance(20)
+        assert not store.acquire_blob_lease(dg(1), "b", 30)
+        clock.advance(11)
+        assert store.blob_lease_holder(dg(1)) is None  # expired: a crashed holder blocks the blob no longer
+        assert store.acquire_blob_lease(dg(1), "b", 30)
+        assert not store.renew_blob_lease(dg(1), "a", 30)  # "a" lost it
+        assert not store.release_blob_lease(dg(1), "a")
+        assert store.release_blob_lease(dg(1), "b")
+        assert store.acquire_blob_lease(dg(1), "c", 30)
+        assert store.acquire_blob_lease(dg(1), "c", 30)  # its own lease: renewed
+
+    def test_blob_leases_of_a_previous_run_are_released(self, store: StateStore) -> None:
+        assert store.acquire_blob_lease(dg(1), "fetcher-0:aaa", 30)
+        assert store.acquire_blob_lease(dg(2), "fetcher-0:bbb", 30)
+        assert store.acquire_blob_lease(dg(3), "fetcher-01:ccc", 30)
+        assert store.release_blob_leases_of("fetcher-0:") == 2
+        assert store.blob_lease_holder(dg(3)) == "fetcher-01:ccc"
+
+    def test_blob_lease_taken_by_exactly_one_of_racing_holders(self, store: StateStore) -> None:
+        won = run_threads(8, lambda i: store.acquire_blob_lease(dg(3), f"h{i}", 30))
+        assert won.count(True) == 1
+
+    def test_blob_lease_rejects_bad_input(self, store: StateStore) -> None:
+        with pytest.raises(InvalidReference):
+            store.acquire_blob_lease("sha256:nothex", "a", 30)
+        with pytest.raises(ValueError):
+            store.acquire_blob_lease(dg(1), "a", 0)
+        with pytest.raises(ValueError):
+            store.acquire_blob_lease(dg(1), "", 30)
+
     # -- validation ------------------------------------------------------------------------------
 
     def test_bad_input_names_the_field(self, store: StateStore) -> None:

@@ -4,7 +4,7 @@ Revision ID: 0002_referrer_checks
 Revises: 0001
 Create Date: 2026-12-02
 
-Written by hand and frozen, like 0001. At merge the lead may chain it after another 0002 (down_revision).
+Written by hand and frozen, like 0001.
 """
 
 from __future__ import annotations
