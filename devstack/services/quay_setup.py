@@ -71,5 +71,8 @@ class QuaySetup:
             resp = self._call("PUT", robot_path, token, (200, 201), json={"description": "layerfill (read only)"})
         robot = resp.json()
         self._call("PUT", f"/organization/{org}/team/{TEAM}", token, (200, 201), json={"role": "member"})
-        self._call("PUT", f"/organization/{org}/team/{TEAM}/members/{robot['name']}", token, (200, 201), json={})
+        # Quay answers a second PUT of a member with 400 "already a member": look before adding, so `up` reruns.
+        members = self._call("GET", f"/organization/{org}/team/{TEAM}/members", token, (200,)).json()["members"]
+        if robot["name"] not in {m.get("name") for m in members}:
+            self._call("PUT", f"/organization/{org}/team/{TEAM}/members/{robot['name']}", token, (200, 201), json={})
         return {"robot": robot["name"], "robot_token": robot["token"], "api_token": token}
