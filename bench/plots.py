@@ -83,9 +83,11 @@ def _pyplot():
 
 
 def _footer(fig: Any, doc: dict[str, Any]) -> None:
-    m = doc.get("machine", {})
-    fig.text(0.01, 0.01, f"{doc.get('benchmark', '')} {doc.get('at', '')} · {m.get('nproc', '?')} vCPU shared "
-             f"with the devstack · load {m.get('loadavg_1m_at_start', '?')}", fontsize=7, color="#666")  # fmt: skip
+    m = doc.get("machine")
+    parts = [f"{doc.get('benchmark', '')} {doc.get('at', '')}".strip()]
+    if m:  # older result files (egress.json) carry no machine block: say nothing rather than "?"
+        parts.append(f"{m.get('nproc', '?')} vCPU shared with the devstack · load {m.get('loadavg_1m_at_start', '?')}")
+    fig.text(0.01, 0.01, " · ".join(p for p in parts if p), fontsize=7, color="#666")
 
 
 def draw_latency(doc: dict[str, Any], out: Path) -> Path:
