@@ -389,6 +389,17 @@ class FaultProxy:
         return sum(r.body_bytes for r in self.requests(path, method))
 
 
+# What supply-chain discovery asks an upstream (issue 16): the referrers API and the tags of the referrers tag
+# schema and of cosign (`sha256-<hex>`, `.sig`, `.att`, `.sbom`). Tests that count an image's upstream cost
+# tell these apart from manifest and blob fetches.
+_REFERRER_LOOKUP = re.compile(r"/(?:referrers/[a-z0-9]+:[0-9a-f]+|manifests/[a-z0-9]+-[0-9a-f]+(?:\.(?:sig|att|sbom))?)$")
+
+
+def is_referrer_lookup(request: Request) -> bool:
+    """True for a request supply-chain discovery makes (referrers API, referrers tag schema, cosign tags)."""
+    return _REFERRER_LOOKUP.search(request.path.split("?", 1)[0]) is not None
+
+
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(_ProxyHandler):
         owner = proxy
