@@ -20,12 +20,11 @@ from layerfill.kafka.keys import repository_key
 from layerfill.kafka.known import KnownSet
 from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.retry import read_retry_headers
-from layerfill.kafka.stage import Batch, Failed, GaveUp, Stage, StageMetrics, StageTopics, Triaged
+from layerfill.kafka.stage import Batch, Failed, GaveUp, Stage, StageTopics, Triaged
 from layerfill.kafka.txloop import Outcome
 from layerfill.serde.codec import EventCodec
 from layerfill.sinks.factory import SinkFactory
 from layerfill.state.store import StateStore
-from layerfill.wiring import make_codec
 
 from . import metrics
 from .fill import FillResult, ImageFiller, Resources
@@ -59,24 +58,10 @@ class FetcherService(Stage[dict[str, Any]]):
     record = "ManifestPulled"
 
     def __init__(self, settings: Settings, *, state: StateStore | None = None, codec: EventCodec | None = None) -> None:
-        self.settings = settings
+        t = settings.topics
+        super().__init__(settings, settings.fetcher, StageTopics(t.manifest_pulled.name, t.retry.name, t.dlq.name),
+                         metrics=metrics.STAGE, log=log, pool_prefix="image", codec=codec)  # fmt: skip
         cfg = settings.fetcher
-        self.topics = settings.topics
-        super().__init__(
-            settings.kafka,
-            cfg,
-            StageTopics(input=self.topics.manifest_pulled.name, retry=self.topics.retry.name, dlq=self.topics.dlq.name),
-            codec or make_codec(settings),
-            StageMetrics(
-                events=metrics.EVENTS,
-                dead_letters=metrics.DEAD_LETTERS,
-                retries=metrics.RETRIES,
-                batch_seconds=metrics.BATCH_SECONDS,
-                lag=metrics.LAG,
-            ),
-            log,
-            pool_prefix="image",
-        )
         self.state = state or StateStore(settings.state.database_url)
         self.blob_pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="blob")
         self.sinks = SinkFactory(part_size=cfg.part_bytes)

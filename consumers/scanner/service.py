@@ -20,12 +20,11 @@ from layerfill.kafka.classify import describe
 from layerfill.kafka.keys import repository_key
 from layerfill.kafka.known import KnownSet
 from layerfill.kafka.producer import OutRecord
-from layerfill.kafka.stage import Batch, Failed, GaveUp, Stage, StageMetrics, StageTopics, Triaged
+from layerfill.kafka.stage import Batch, Failed, GaveUp, Stage, StageTopics, Triaged
 from layerfill.kafka.txloop import Outcome
 from layerfill.serde.codec import EventCodec
 from layerfill.state.records import ScanState
 from layerfill.state.store import StateStore
-from layerfill.wiring import make_codec
 
 from . import metrics
 from .clair import ClairClient
@@ -52,26 +51,10 @@ class ScannerService(Stage[dict[str, Any]]):
         codec: EventCodec | None = None,
         clair: ClairClient | None = None,
     ) -> None:
-        self.settings = settings
+        t = settings.topics
+        super().__init__(settings, settings.scanner, StageTopics(t.image_cached.name, t.image_cached_retry.name, t.dlq.name),
+                         metrics=metrics.STAGE, log=log, pool_prefix="scan", codec=codec)  # fmt: skip
         cfg = settings.scanner
-        self.topics = settings.topics
-        super().__init__(
-            settings.kafka,
-            cfg,
-            StageTopics(
-                input=self.topics.image_cached.name, retry=self.topics.image_cached_retry.name, dlq=self.topics.dlq.name
-            ),
-            codec or make_codec(settings),
-            StageMetrics(
-                events=metrics.EVENTS,
-                dead_letters=metrics.DEAD_LETTERS,
-                retries=metrics.RETRIES,
-                batch_seconds=metrics.BATCH_SECONDS,
-                lag=metrics.LAG,
-            ),
-            log,
-            pool_prefix="scan",
-        )
         self.cfg = cfg  # the scanner's own settings (the base class types it as StageSettings)
         self.state = state or StateStore(settings.state.database_url)
         self.clair = clair or ClairClient(

@@ -24,13 +24,14 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import Message
 from prometheus_client import Counter, Gauge, Histogram
 
-from layerfill.config.settings import KafkaSettings, StageSettings
+from layerfill.config.settings import Settings, StageSettings
 from layerfill.kafka.classify import describe, is_transient
 from layerfill.kafka.failures import dead_letter_record, retry_record
 from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.retry import RetryInfo, in_process_pause, next_step, read_retry_headers
 from layerfill.kafka.txloop import LoopConfig, LoopMetrics, Outcome, TransactionalLoop
 from layerfill.serde.codec import EventCodec
+from layerfill.wiring import make_codec
 
 E = TypeVar("E")
 T = TypeVar("T")
@@ -53,6 +54,23 @@ class StageMetrics:
     retries: Counter  # labels: where (in_process, retry_topic)
     batch_seconds: Histogram | None = None
     lag: Gauge | None = None
+
+    @classmethod
+    def named(cls, stage: str, events_help: str) -> StageMetrics:
+        """The metrics every stage exports, as layerfill_<stage>_*; `events_help` names its events' outcomes."""
+        return cls(
+            events=Counter(f"layerfill_{stage}_events_total", events_help, ["outcome"]),
+            dead_letters=Counter(
+                f"layerfill_{stage}_dead_letters_total", "Events dead-lettered, by error class", ["error_class"]
+            ),
+            retries=Counter(f"layerfill_{stage}_retries_total", "Attempts that failed and were retried", ["where"]),
+            batch_seconds=Histogram(f"layerfill_{stage}_batch_seconds", "Consume-process-commit time of one batch"),
+            lag=Gauge(
+                f"layerfill_{stage}_consumer_lag",
+                "Messages behind the partition end, per assigned partition",
+                ["topic", "partition"],
+            ),
+        )
 
 
 @dataclass
@@ -102,23 +120,25 @@ class Stage(ABC, Generic[E]):
 
     def __init__(
         self,
-        kafka: KafkaSettings,
+        settings: Settings,
         cfg: StageSettings,
         topics: StageTopics,
-        codec: EventCodec,
+        *,
         metrics: StageMetrics,
         log: logging.Logger,
-        *,
         pool_prefix: str,
+        codec: EventCodec | None = None,
     ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
         self.cfg = cfg
         self.stage_topics = topics
-        self.codec = codec
+        self.codec = codec or make_codec(settings)
         self.stage_metrics = metrics
         self.log = log
         self.pool = ThreadPoolExecutor(cfg.max_inflight_images, thread_name_prefix=pool_prefix)
         self.loop = TransactionalLoop(
-            kafka,
+            settings.kafka,
             LoopConfig(
                 stage=self.stage,
                 group_id=cfg.group_id,

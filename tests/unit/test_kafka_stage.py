@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Message
 from prometheus_client import CollectorRegistry, Counter
 
-from layerfill.config.settings import KafkaSettings, StageSettings
+from layerfill.config.settings import KafkaSettings, Settings, StageSettings
 from layerfill.kafka import stage as stage_module
 from layerfill.kafka.classify import PermanentError
 from layerfill.kafka.deadletter import parse_dlq_headers
@@ -41,9 +41,10 @@ class Echo(Stage[dict[str, Any]]):
             retries=Counter("retries", "", ["where"], registry=registry),
         )
         self.registry = registry
-        settings = StageSettings(group_id="echo", instance_id="i1", retry_delays_s=[10.0, 20.0], **cfg)
-        super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:1", extra={"log_level": "0"}), settings, TOPICS,
-                         codec, self.metrics, stage_module.logging.getLogger("test.echo"), pool_prefix="echo")  # fmt: skip
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1", extra={"log_level": "0"}))
+        stage = StageSettings(group_id="echo", instance_id="i1", retry_delays_s=[10.0, 20.0], **cfg)
+        super().__init__(settings, stage, TOPICS, metrics=self.metrics, log=stage_module.logging.getLogger("test.echo"),
+                         pool_prefix="echo", codec=codec)  # fmt: skip
         self.handled: list[str] = []
 
     def event(self, value: dict[str, Any]) -> dict[str, Any]:

@@ -56,20 +56,18 @@ def _hammer_from(pool: Any, cache: Any) -> None:
     assert len(cache) <= MAXSIZE
 
 
-def test_the_fetchers_completed_images_cache_survives_the_image_pool(tmp_path: Path, fast_switching: None) -> None:
-    svc = FetcherService(_settings(tmp_path))
+@pytest.mark.parametrize(
+    ("service", "pool", "cache"),
+    [(FetcherService, "image_pool", "known_complete"), (ScannerService, "pool", "known_done")],
+    ids=["fetcher-completed-images", "scanner-scanned-manifests"],
+)
+def test_the_known_cache_survives_the_services_pool(
+    tmp_path: Path, fast_switching: None, service: Any, pool: str, cache: str
+) -> None:
+    svc = service(_settings(tmp_path))
     try:
-        _hammer_from(svc.image_pool, svc.known_complete)
-    finally:
-        svc.image_pool.shutdown()
-        svc.blob_pool.shutdown()
-        svc.state.close()
-
-
-def test_the_scanners_scanned_manifests_cache_survives_its_pool(tmp_path: Path, fast_switching: None) -> None:
-    svc = ScannerService(_settings(tmp_path))
-    try:
-        _hammer_from(svc.pool, svc.known_done)
+        _hammer_from(getattr(svc, pool), getattr(svc, cache))
     finally:
         svc.pool.shutdown()
+        svc.close()
         svc.state.close()
