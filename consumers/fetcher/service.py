@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from confluent_kafka import Message
 
@@ -23,6 +22,7 @@ from layerfill.kafka.retry import read_retry_headers
 from layerfill.kafka.stage import Batch, Failed, GaveUp, Stage, StageTopics, Triaged
 from layerfill.kafka.txloop import Outcome
 from layerfill.serde.codec import EventCodec
+from layerfill.serde.records import ManifestPulled
 from layerfill.sinks.factory import SinkFactory
 from layerfill.state.store import StateStore
 
@@ -41,21 +41,21 @@ _ALREADY_COMPLETE = Outcome(label="already_complete")
 _DUPLICATE_IN_BATCH = Outcome(label="duplicate_in_batch")
 
 
-def _key(ev: dict[str, Any]) -> ImageKey:
-    return (ev["registry"], ev["repository"], ev["digest"])
+def _key(ev: ManifestPulled) -> ImageKey:
+    return (ev.registry, ev.repository, ev.digest)
 
 
-def _reason(event: dict[str, Any], retry_attempt: int, attempt: int) -> str:
+def _reason(event: ManifestPulled, retry_attempt: int, attempt: int) -> str:
     """Why the upstream is asked (the metrics' `reason`): a backfill or `verify --repair` event (source
     `backfill`), a repair (a retried fill completing what a failed attempt left), or a fill after a client's pull."""
-    if event.get("source") == "backfill":
+    if event.source == "backfill":
         return "backfill"
     return "repair" if retry_attempt > 0 or attempt > 1 else "fill"
 
 
-class FetcherService(Stage[dict[str, Any]]):
+class FetcherService(Stage[ManifestPulled]):
     stage = "fetcher"
-    record = "ManifestPulled"
+    event_type = ManifestPulled
 
     def __init__(self, settings: Settings, *, state: StateStore | None = None, codec: EventCodec | None = None) -> None:
         t = settings.topics
@@ -84,15 +84,12 @@ class FetcherService(Stage[dict[str, Any]]):
         self.resources.close()
 
     # -- the stage -----------------------------------------------------------------------------------
-    def event(self, value: dict[str, Any]) -> dict[str, Any]:
-        return value
-
-    def triage(self, m: Message, ev: dict[str, Any], batch: Batch) -> Triaged:
+    def triage(self, m: Message, ev: ManifestPulled, batch: Batch) -> Triaged:
         """Repeats of complete images and duplicates within the batch; invalid events raise (dead-lettered)."""
         key = _key(ev)
         # Backfill and `verify --repair` events exist because storage may disagree with what this process or the
         # state DB believes: they always go to the filler, which checks every blob in storage.
-        if key in self.known_complete and ev.get("source") != "backfill":
+        if key in self.known_complete and ev.source != "backfill":
             # The key matched one validated before, and nothing else of the event is used: the firehose skips
             # validation (it cost as much as the decode).
             batch.repeats["already_complete"] += 1
@@ -103,17 +100,17 @@ class FetcherService(Stage[dict[str, Any]]):
             return _DUPLICATE_IN_BATCH
         return None
 
-    def _already_complete(self, ev: dict[str, Any]) -> Outcome | Callable[[], Outcome]:
+    def _already_complete(self, ev: ManifestPulled) -> Outcome | Callable[[], Outcome]:
         # A pull of a complete image looks for new signatures/SBOMs upstream, at most once per interval.
         if self.referrers.due(self.settings.routes, ev):
             return lambda: self._recheck_referrers(ev, _ALREADY_COMPLETE)
         return _ALREADY_COMPLETE
 
-    def handle(self, m: Message, ev: dict[str, Any]) -> Outcome:
+    def handle(self, m: Message, ev: ManifestPulled) -> Outcome:
         key = _key(ev)
-        extra = {"event_id": ev["event_id"], "repository": ev["repository"], "digest": ev["digest"]}
+        extra = {"event_id": ev.event_id, "repository": ev.repository, "digest": ev.digest}
         try:
-            if ev.get("source") != "backfill" and self.state.is_complete(*key):
+            if ev.source != "backfill" and self.state.is_complete(*key):
                 self.known_complete.add(key)
                 metrics.EVENTS.labels("already_complete").inc()
                 done = self._already_complete(ev)
@@ -123,8 +120,8 @@ class FetcherService(Stage[dict[str, Any]]):
         retry_attempt = read_retry_headers(m.headers()).attempt
 
         def attempt(n: int, last: bool) -> FillResult:
-            self.safe_state(self.state.mark_filling, *key, event_id=ev["event_id"],
-                            media_type=ev.get("media_type"), reference=ev.get("reference"))  # fmt: skip
+            self.safe_state(self.state.mark_filling, *key, event_id=ev.event_id, media_type=ev.media_type,
+                            reference=ev.reference)  # fmt: skip
             with metrics.FILL_SECONDS.time():
                 return self.filler.fill(ev, _reason(ev, retry_attempt, n))
 
@@ -138,38 +135,40 @@ class FetcherService(Stage[dict[str, Any]]):
         metrics.EVENTS.labels("complete").inc()
         return Outcome(records=self._emit(result), label="complete", after_commit=self._completed(result))
 
-    def _recheck_referrers(self, ev: dict[str, Any], outcome: Outcome) -> Outcome:
+    def _recheck_referrers(self, ev: ManifestPulled, outcome: Outcome) -> Outcome:
         """A pull of a complete image: look for artifacts added upstream since the last check (best effort)."""
         try:
             route = self.filler.route_for(ev)
             self.referrers.recheck(route, self.resources.client(route), self.resources.sink(route), ev,
-                                   route.upstream_repository(ev["repository"]))  # fmt: skip
+                                   route.upstream_repository(ev.repository))  # fmt: skip
         except Exception:
-            log.exception("artifact recheck failed", extra={"repository": ev.get("repository")})
+            log.exception("artifact recheck failed", extra={"repository": ev.repository})
         return outcome
 
     # -- after the commit ----------------------------------------------------------------------------
-    def _failed(self, ev: dict[str, Any], failed: Failed) -> None:
+    def _failed(self, ev: ManifestPulled, failed: Failed) -> None:
         """Once the retry or the dead letter is committed, the state DB says the image failed, and why."""
         error = f"retrying: {failed.error}" if failed.retry is not None else failed.error
-        self.safe_state(self.state.mark_failed, *_key(ev), error=error, event_id=ev["event_id"])
+        self.safe_state(self.state.mark_failed, *_key(ev), error=error, event_id=ev.event_id)
 
     def _completed(self, r: FillResult) -> Callable[[], None]:
         """Once the image's events are committed, the state DB says it is complete."""
 
+        ev: ManifestPulled = r.event  # type: ignore[assignment]  # fill.py still names it a dict
+
         def after() -> None:
-            key = _key(r.event)
+            key = _key(ev)
             self.safe_state(self.state.mark_complete, *key, total_bytes=r.plan.total_bytes,
-                            fetched_bytes=r.fetched_bytes, blobs=r.blob_records(), event_id=r.event["event_id"])  # fmt: skip
+                            fetched_bytes=r.fetched_bytes, blobs=r.blob_records(), event_id=ev.event_id)  # fmt: skip
             self.known_complete.add(key)
 
         return after
 
     def _emit(self, result: FillResult) -> list[OutRecord]:
-        ev = result.event
-        key = repository_key(ev["registry"], ev["repository"])
+        ev: ManifestPulled = result.event  # type: ignore[assignment]
+        key = repository_key(ev.registry, ev.repository)
         lc, ic = self.topics.layer_cached.name, self.topics.image_cached.name
-        hdr = [("layerfill.caused_by", ev["event_id"].encode())]
+        hdr = [("layerfill.caused_by", ev.event_id.encode())]
         recs = [OutRecord(lc, key, self.codec.encode("LayerCached", v, lc), hdr) for v in result.layer_cached()]
         recs.append(OutRecord(ic, key, self.codec.encode("ImageCached", result.image_cached(), ic), hdr))
         return recs

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from confluent_kafka import Message
 
@@ -23,6 +22,7 @@ from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.stage import Batch, Failed, GaveUp, Stage, StageTopics, Triaged
 from layerfill.kafka.txloop import Outcome
 from layerfill.serde.codec import EventCodec
+from layerfill.serde.records import CachedManifest, ImageCached
 from layerfill.state.records import ScanState
 from layerfill.state.store import StateStore
 
@@ -39,9 +39,9 @@ DONE_STATES = frozenset({ScanState.INDEXED, ScanState.UNSUPPORTED})
 _DUPLICATE_IN_BATCH = Outcome(label="duplicate_in_batch")
 
 
-class ScannerService(Stage[dict[str, Any]]):
+class ScannerService(Stage[ImageCached]):
     stage = "scanner"
-    record = "ImageCached"
+    event_type = ImageCached
 
     def __init__(
         self,
@@ -73,19 +73,16 @@ class ScannerService(Stage[dict[str, Any]]):
         self.clair.close()
 
     # -- the stage -----------------------------------------------------------------------------------
-    def event(self, value: dict[str, Any]) -> dict[str, Any]:
-        return value
-
-    def triage(self, m: Message, ev: dict[str, Any], batch: Batch) -> Triaged:
+    def triage(self, m: Message, ev: ImageCached, batch: Batch) -> Triaged:
         """Redelivered duplicates within the batch."""
-        if not batch.first(ev["event_id"]):
+        if not batch.first(ev.event_id):
             batch.repeats["duplicate_in_batch"] += 1
             return _DUPLICATE_IN_BATCH
         return None
 
-    def handle(self, m: Message, ev: dict[str, Any]) -> Outcome:
+    def handle(self, m: Message, ev: ImageCached) -> Outcome:
         try:
-            route = self.locator.route(ev["registry"], ev["repository"])
+            route = self.locator.route(ev.registry, ev.repository)
         except Exception as exc:
             return self.fail(m, exc, attempts=1)
         records: list[OutRecord] = []
@@ -93,15 +90,15 @@ class ScannerService(Stage[dict[str, Any]]):
         reported_before: set[str] = set()  # digests that had a final report before this scan (rescans)
         failure: tuple[str, GaveUp] | None = None
         with metrics.INFLIGHT_SCANS.track_inprogress():
-            for manifest in ev["manifests"]:
-                if self._already_scanned(ev["registry"], manifest["digest"]):
+            for manifest in ev.manifests:
+                if self._already_scanned(ev.registry, manifest.digest):
                     continue
-                if self._mark_pending(ev["registry"], ev["repository"], manifest["digest"]):
-                    reported_before.add(manifest["digest"])
+                if self._mark_pending(ev.registry, ev.repository, manifest.digest):
+                    reported_before.add(manifest.digest)
                 try:
                     result = self._scan(route, ev, manifest)
                 except GaveUp as gave_up:
-                    failure = (manifest["digest"], gave_up)
+                    failure = (manifest.digest, gave_up)
                     break
                 records.append(self._scanned_record(ev, result))
                 done.append(result)
@@ -118,10 +115,10 @@ class ScannerService(Stage[dict[str, Any]]):
             if recorded is not None:
                 recorded()
             if failed.retry is not None:
-                self.safe_state(self.state.record_scan, ev["registry"], ev["repository"], digest, scanner=SCANNER,
+                self.safe_state(self.state.record_scan, ev.registry, ev.repository, digest, scanner=SCANNER,
                                 state=ScanState.PENDING, error=f"retry {failed.retry.attempt} queued: {failed.error}")  # fmt: skip
 
-        extra = {"event_id": ev["event_id"], "digest": digest}
+        extra = {"event_id": ev.event_id, "digest": digest}
         return self.fail(m, gave_up.cause, attempts=gave_up.attempts, records=records, after_commit=after, extra=extra)
 
     # -- one manifest ------------------------------------------------------------------------------
@@ -141,10 +138,10 @@ class ScannerService(Stage[dict[str, Any]]):
             return True
         return False
 
-    def _scan(self, route: Route, ev: dict[str, Any], manifest: dict[str, Any]) -> ScanResult:
+    def _scan(self, route: Route, ev: ImageCached, manifest: CachedManifest) -> ScanResult:
         """Attempts in process: Clair unavailable -> GaveUp after the last; IndexError -> final index_error."""
-        repository, digest = ev["repository"], manifest["digest"]
-        extra = {"event_id": ev["event_id"], "repository": repository, "digest": digest}
+        repository, digest = ev.repository, manifest.digest
+        extra = {"event_id": ev.event_id, "repository": repository, "digest": digest}
 
         def attempt(n: int, last: bool) -> ScanResult:
             try:
@@ -176,36 +173,26 @@ class ScannerService(Stage[dict[str, Any]]):
             )
         return row is not None and row.state in DONE_STATES
 
-    def _scanned_record(self, ev: dict[str, Any], result: ScanResult) -> OutRecord:
+    def _scanned_record(self, ev: ImageCached, result: ScanResult) -> OutRecord:
         topic = self.topics.image_scanned.name
-        value = self.codec.encode("ImageScanned", result.event(ev), topic)
-        headers = [("layerfill.caused_by", ev["event_id"].encode())]
-        return OutRecord(topic, repository_key(ev["registry"], ev["repository"]), value, headers)
+        value = self.codec.encode("ImageScanned", result.event(ev).to_avro(), topic)
+        headers = [("layerfill.caused_by", ev.event_id.encode())]
+        return OutRecord(topic, repository_key(ev.registry, ev.repository), value, headers)
 
     def _recorder(
-        self, ev: dict[str, Any], results: list[ScanResult], reported_before: frozenset[str] | set[str] = frozenset()
+        self, ev: ImageCached, results: list[ScanResult], reported_before: frozenset[str] | set[str] = frozenset()
     ) -> Callable[[], None]:
         def record() -> None:
             for r in results:
-                self.safe_state(
-                    self.state.record_scan,
-                    ev["registry"],
-                    ev["repository"],
-                    r.digest,
-                    scanner=SCANNER,
-                    state=r.state,
-                    scanner_version=r.scanner_version,
-                    package_count=r.packages,
-                    vulnerabilities=r.vulnerabilities,
-                    report_uri=r.report_uri,
-                    error=r.error,
-                )
+                self.safe_state(self.state.record_scan, ev.registry, ev.repository, r.digest, scanner=SCANNER,
+                                state=r.state, scanner_version=r.scanner_version, package_count=r.packages,
+                                vulnerabilities=r.vulnerabilities, report_uri=r.report_uri, error=r.error)  # fmt: skip
                 metrics.SCANS.labels(r.state.value).inc()
                 if r.digest not in reported_before and r.state in DONE_STATES:
                     for severity, count in (r.vulnerabilities or {}).items():
                         if count:
                             metrics.NEW_VULNERABILITIES.labels(severity).inc(count)
                 if r.state in DONE_STATES:
-                    self.known_done.add((ev["registry"], r.digest))
+                    self.known_done.add((ev.registry, r.digest))
 
         return record

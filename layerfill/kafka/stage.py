@@ -31,9 +31,10 @@ from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.retry import RetryInfo, in_process_pause, next_step, read_retry_headers
 from layerfill.kafka.txloop import LoopConfig, LoopMetrics, Outcome, TransactionalLoop
 from layerfill.serde.codec import EventCodec
+from layerfill.serde.records import Record
 from layerfill.wiring import make_codec
 
-E = TypeVar("E")
+E = TypeVar("E", bound=Record)
 T = TypeVar("T")
 
 # What triage decides for one event: an outcome now, work for the pool, or None (the stage's `handle`).
@@ -113,10 +114,11 @@ def retry_after(exc: BaseException) -> float:
 
 
 class Stage(ABC, Generic[E]):
-    """Subclasses name their `stage` and input `record`, and implement `event`, `triage` and `handle`."""
+    """Subclasses name their `stage` and the `event_type` their input topics carry, and implement `triage` and
+    `handle`."""
 
     stage: str  # "fetcher", "scanner": names logs, dead letters and the transactional loop
-    record: str  # the Avro record the input topics carry
+    event_type: type[E]  # the typed record of the input topics, validated once, when it is decoded
 
     def __init__(
         self,
@@ -156,10 +158,6 @@ class Stage(ABC, Generic[E]):
 
     # -- what a stage is -----------------------------------------------------------------------------
     @abstractmethod
-    def event(self, value: dict[str, Any]) -> E:
-        """The decoded record as the stage's event type."""
-
-    @abstractmethod
     def triage(self, m: Message, ev: E, batch: Batch) -> Triaged:
         """Cheap decisions in the loop's thread; an exception dead-letters the record at once."""
 
@@ -168,7 +166,7 @@ class Stage(ABC, Generic[E]):
         """The work, on the stage's pool."""
 
     def close(self) -> None:
-        """Release what the stage holds once the loop has stopped (the pool is shut down after it)."""
+        """Release what the stage holds, once the loop has stopped and the pool has finished its work."""
 
     # -- lifecycle -----------------------------------------------------------------------------------
     @property
@@ -197,9 +195,9 @@ class Stage(ABC, Generic[E]):
         for m in msgs:
             try:
                 record, value = self.codec.decode(m.value())
-                if record != self.record:
-                    raise ValueError(f"expected a {self.record} record, got {record}")
-                ev = self.event(value)
+                if record != self.event_type.RECORD:
+                    raise ValueError(f"expected a {self.event_type.RECORD} record, got {record}")
+                ev = self.event_type.from_avro(value)
                 triaged = self.triage(m, ev, batch)
             except Exception as exc:
                 jobs.append(self.dead_letter(m, exc, attempts=1))

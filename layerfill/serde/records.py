@@ -41,6 +41,11 @@ _TIMESTAMP = {"timestamp": True}
 
 
 @cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+@cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -75,6 +80,16 @@ class Record:
 
     def __post_init__(self) -> None:
         _check(self)
+
+    # Read access by field name, as on the dicts records replace: code not yet moved to attributes
+    # (consumers/fetcher/fill.py and referrers.py, tests/support builders) reads records and dicts alike.
+    def __getitem__(self, name: str) -> Any:
+        if name not in _field_names(type(self)):
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in _field_names(type(self)) else default
 
     def to_avro(self) -> dict[str, Any]:
         """The value the codec encodes: fields in schema order, nested records as dicts, arrays as lists."""

@@ -20,6 +20,7 @@ from layerfill.kafka.txloop import Outcome
 from layerfill.remote.errors import RateLimited, UpstreamError
 from layerfill.serde import events
 from layerfill.serde.codec import EventCodec
+from layerfill.serde.records import ManifestPulled
 
 pytestmark = pytest.mark.unit
 
@@ -27,11 +28,11 @@ codec = EventCodec()
 TOPICS = StageTopics(input="pulled", retry="pulled.retry", dlq="dlq")
 
 
-class Echo(Stage[dict[str, Any]]):
+class Echo(Stage[ManifestPulled]):
     """Emits nothing; `plan` says what handling an event does."""
 
     stage = "echo"
-    record = "ManifestPulled"
+    event_type = ManifestPulled
 
     def __init__(self, **cfg: Any) -> None:
         registry = CollectorRegistry()
@@ -47,21 +48,18 @@ class Echo(Stage[dict[str, Any]]):
                          pool_prefix="echo", codec=codec)  # fmt: skip
         self.handled: list[str] = []
 
-    def event(self, value: dict[str, Any]) -> dict[str, Any]:
-        return value
-
-    def triage(self, m: Message, ev: dict[str, Any], batch: Batch) -> Triaged:
-        if ev["repository"] == "bad/repo":
+    def triage(self, m: Message, ev: ManifestPulled, batch: Batch) -> Triaged:
+        if ev.repository == "bad/repo":
             raise PermanentError("invalid repository")
-        if not batch.first(ev["digest"]):
+        if not batch.first(ev.digest):
             batch.repeats["duplicate_in_batch"] += 1
             return Outcome(label="duplicate_in_batch")
-        if ev["repository"] == "later/repo":
+        if ev.repository == "later/repo":
             return lambda: Outcome(label="deferred")
         return None
 
-    def handle(self, m: Message, ev: dict[str, Any]) -> Outcome:
-        self.handled.append(ev["digest"])
+    def handle(self, m: Message, ev: ManifestPulled) -> Outcome:
+        self.handled.append(ev.digest)
         return Outcome(label="handled")
 
     def count(self, name: str, **labels: str) -> float:
