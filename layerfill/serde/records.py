@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar, Self
@@ -19,17 +20,29 @@ from . import events
 
 
 def _check(record: Record) -> None:
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
+    for name, check in _checks(type(record)):
+        check(name, getattr(record, name))
+
+
+@cache
+def _checks(cls: type) -> tuple[tuple[str, Callable[[str, Any], Any]], ...]:
+    """The validations of a record class's fields, worked out once per class (decoding is on the hot path)."""
+    found: list[tuple[str, Callable[[str, Any], Any]]] = []
+    for f in dataclasses.fields(cls):
         symbols = f.metadata.get("symbols")
         if symbols is not None:
-            events._symbol(f.name, value, symbols)
-        elif f.metadata.get("count") and value is not None:
-            events._count(f.name, value)
+            found.append((f.name, lambda name, v, allowed=symbols: events._symbol(name, v, allowed)))
+        elif f.metadata.get("count"):
+            found.append((f.name, lambda name, v: v is None or events._count(name, v)))
         elif f.metadata.get("timestamp"):
-            if value is None:
-                raise ValueError(f"{f.name} must be a timezone-aware datetime, got None")
-            events._aware(f.name, value)
+            found.append((f.name, _timestamp))
+    return tuple(found)
+
+
+def _timestamp(name: str, value: Any) -> None:
+    if value is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got None")
+    events._aware(name, value)
 
 
 def _symbols(*path: str) -> dict[str, Any]:
@@ -46,22 +59,24 @@ def _field_names(cls: type) -> frozenset[str]:
 
 
 @cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _converters(cls: type) -> dict[str, Callable[[Any], Any] | None]:
+    """Per field of a record class, how a decoded value becomes the field's value (None: as it is)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
-def _from(tp: Any, value: Any) -> Any:
-    """`value` as decoded by the codec, as a value of type `tp` (nested records become their classes)."""
-    if value is None:
-        return None
+def _converter(tp: Any) -> Callable[[Any], Any] | None:
+    """Nested records become their classes, arrays tuples; other values are kept as decoded."""
     args = typing.get_args(tp)
-    if isinstance(tp, types.UnionType):  # X | None
-        return _from(next(a for a in args if a is not type(None)), value)
+    if isinstance(tp, types.UnionType):  # X | None: None stays None
+        inner = _converter(next(a for a in args if a is not type(None)))
+        return None if inner is None else (lambda v: None if v is None else inner(v))
     if typing.get_origin(tp) is tuple:
-        return tuple(_from(args[0], v) for v in value)
+        item = _converter(args[0])
+        return tuple if item is None else (lambda v: tuple(item(x) for x in v))
     if isinstance(tp, type) and issubclass(tp, Record):
-        return tp.from_avro(value)
-    return value
+        return tp.from_avro
+    return None
 
 
 def _to(value: Any) -> Any:
@@ -98,8 +113,8 @@ class Record:
     @classmethod
     def from_avro(cls, value: typing.Mapping[str, Any]) -> Self:
         """The record of a decoded value (extra keys are refused: the value must be of this record's schema)."""
-        hints = _hints(cls)
-        return cls(**{name: _from(hints[name], v) for name, v in value.items()})
+        convert = _converters(cls)
+        return cls(**{name: v if convert[name] is None else convert[name](v) for name, v in value.items()})
 
 
 # -- ManifestPulled ------------------------------------------------------------------------------------
