@@ -90,21 +90,10 @@ class Publisher:
 
 def manifest_pulled_record(codec: EventCodec, topic: str, ev: PullEvent) -> OutRecord:
     """The ManifestPulled record of `ev`, as every producer publishes it (also inside a Kafka transaction)."""
-    value = events.manifest_pulled(
-        event_id=ev.event_id,
-        source=ev.source,
-        registry=ev.registry,
-        repository=ev.repository,
-        digest=ev.digest,
-        occurred_at=ev.occurred_at,
-        reference=ev.reference,
-        media_type=ev.media_type,
-        manifest=ev.manifest,
-    )
     return OutRecord(
         topic=topic,
         key=repository_key(ev.registry, ev.repository),
-        value=codec.encode(RECORD, value, topic),
+        value=codec.encode(RECORD, ev.to_avro(), topic),
         headers=[("layerfill.event_id", ev.event_id.encode()), ("layerfill.source", ev.source.encode())],
     )
 

@@ -1,24 +1,15 @@
-"""A manifest pull as the producers see it, before it becomes an Avro ManifestPulled record."""
+"""A manifest pull as the producers see it: the typed ManifestPulled record, and what a request held besides."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from layerfill.serde.records import ManifestPulled
 
-@dataclass(frozen=True)
-class PullEvent:
-    event_id: str
-    source: str
-    registry: str
-    repository: str
-    digest: str
-    occurred_at: datetime
-    reference: str | None = None
-    media_type: str | None = None
-    manifest: bytes | None = None
+# A pull as every producer builds it: the ManifestPulled record itself (validated when built).
+PullEvent = ManifestPulled
 
 
 @dataclass(frozen=True)

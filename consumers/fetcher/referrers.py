@@ -24,6 +24,7 @@ from cachetools import LRUCache
 from prometheus_client import Counter
 
 from layerfill.config.routes import Route, find_route
+from layerfill.kafka.classify import describe
 from layerfill.oci.digest import digest_of
 from layerfill.oci.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
 from layerfill.oci.referrers import (
@@ -47,8 +48,6 @@ from layerfill.remote.client import RegistryClient
 from layerfill.sinks.base import BlobSpec, Sink
 from layerfill.state.referrer_checks import ReferrerChecks
 from layerfill.state.store import StateStore
-
-from .errors import describe
 
 log = logging.getLogger("layerfill.fetcher.referrers")
 

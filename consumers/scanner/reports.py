@@ -21,6 +21,8 @@ SEVERITIES = ("unknown", "negligible", "low", "medium", "high", "critical")
 class ReportError(ValueError):
     """Clair answered with JSON that is not a report of the expected shape."""
 
+    transient = True  # a ValueError, but a garbled answer is Clair's fault, not the event's
+
 
 @dataclass(frozen=True)
 class IndexSummary:

@@ -9,6 +9,7 @@ from typing import Any
 
 from layerfill.config.routes import Route
 from layerfill.serde import events
+from layerfill.serde.records import ImageCached, ImageScanned
 from layerfill.state.records import ScanState
 
 from .clair import ClairClient
@@ -32,22 +33,15 @@ class ScanResult:
     error: str | None = None
     occurred_at: datetime = field(default_factory=events.utc_now)
 
-    def event(self, image_cached: Mapping[str, Any]) -> dict[str, Any]:
-        """The ImageScanned value for this result, caused by the ImageCached `image_cached`."""
-        return events.image_scanned(
-            caused_by=image_cached["event_id"],
-            registry=image_cached["registry"],
-            repository=image_cached["repository"],
-            digest=self.digest,
-            scanner=SCANNER,
-            state=self.state.value,
-            occurred_at=self.occurred_at,
-            scanner_version=self.scanner_version,
-            packages=self.packages,
-            vulnerabilities=self.vulnerabilities,
-            report_uri=self.report_uri,
-            error=self.error,
-        )
+    def event(self, image_cached: ImageCached) -> ImageScanned:
+        """The ImageScanned record for this result, caused by the ImageCached `image_cached`."""
+        value = events.image_scanned(  # derives the event id, as every ImageScanned's
+            caused_by=image_cached.event_id, registry=image_cached.registry, repository=image_cached.repository,
+            digest=self.digest, scanner=SCANNER, state=self.state.value, occurred_at=self.occurred_at,
+            scanner_version=self.scanner_version, packages=self.packages, vulnerabilities=self.vulnerabilities,
+            report_uri=self.report_uri, error=self.error,
+        )  # fmt: skip
+        return ImageScanned.from_avro(value)
 
 
 class ManifestScanner:

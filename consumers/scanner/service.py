@@ -9,29 +9,26 @@ The state DB records a scan only once its ImageScanned is committed."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from cachetools import LRUCache
 from confluent_kafka import Message
 
 from layerfill.config.routes import Route
 from layerfill.config.settings import Settings
-from layerfill.kafka.failures import dead_letter_record, retry_record
+from layerfill.kafka.classify import describe
 from layerfill.kafka.keys import repository_key
+from layerfill.kafka.known import KnownSet
 from layerfill.kafka.producer import OutRecord
-from layerfill.kafka.retry import RetryInfo, next_step, read_retry_headers
-from layerfill.kafka.txloop import LoopConfig, LoopMetrics, Outcome, TransactionalLoop
+from layerfill.kafka.stage import Batch, Failed, GaveUp, Stage, StageTopics, Triaged
+from layerfill.kafka.txloop import Outcome
 from layerfill.serde.codec import EventCodec
+from layerfill.serde.records import CachedManifest, ImageCached
 from layerfill.state.records import ScanState
 from layerfill.state.store import StateStore
-from layerfill.wiring import make_codec
 
 from . import metrics
 from .clair import ClairClient
-from .errors import IndexFailed, describe, is_transient
+from .errors import IndexFailed
 from .layers import LayerLocator
 from .scan import SCANNER, ManifestScanner, ScanResult
 
@@ -39,9 +36,13 @@ log = logging.getLogger("layerfill.scanner")
 
 ScanKey = tuple[str, str]  # registry, manifest digest
 DONE_STATES = frozenset({ScanState.INDEXED, ScanState.UNSUPPORTED})
+_DUPLICATE_IN_BATCH = Outcome(label="duplicate_in_batch")
 
 
-class ScannerService:
+class ScannerService(Stage[ImageCached]):
+    stage = "scanner"
+    event_type = ImageCached
+
     def __init__(
         self,
         settings: Settings,
@@ -50,12 +51,12 @@ class ScannerService:
         codec: EventCodec | None = None,
         clair: ClairClient | None = None,
     ) -> None:
-        self.settings = settings
+        t = settings.topics
+        super().__init__(settings, settings.scanner, StageTopics(t.image_cached.name, t.image_cached_retry.name, t.dlq.name),
+                         metrics=metrics.STAGE, log=log, pool_prefix="scan", codec=codec)  # fmt: skip
         cfg = settings.scanner
-        self.cfg = cfg
-        self.codec = codec or make_codec(settings)
+        self.cfg = cfg  # the scanner's own settings (the base class types it as StageSettings)
         self.state = state or StateStore(settings.state.database_url)
-        self.topics = settings.topics
         self.clair = clair or ClairClient(
             cfg.clair_url,
             deadline_s=cfg.poll_deadline_s,
@@ -65,137 +66,60 @@ class ScannerService:
         )
         self.locator = LayerLocator(settings)
         self.scanner = ManifestScanner(self.clair, self.locator)
-        self.pool = ThreadPoolExecutor(cfg.max_inflight_images, thread_name_prefix="scan")
         # Manifests known scanned: repeated ImageCached events of popular images never reach the database.
-        self.known_done: LRUCache[ScanKey, bool] = LRUCache(maxsize=100_000)
-        retry_topic = self.topics.image_cached_retry.name
-        self.loop = TransactionalLoop(
-            settings.kafka,
-            LoopConfig(
-                stage="scanner",
-                group_id=cfg.group_id,
-                transactional_id=cfg.transactional_id,
-                topics=[self.topics.image_cached.name, retry_topic],
-                retry_topic=retry_topic,
-                batch_size=cfg.batch_size,
-                max_poll_interval_ms=cfg.max_poll_interval_ms,
-                health_port=cfg.health_port,
-            ),
-            self.process,
-            metrics=LoopMetrics(batch_seconds=metrics.BATCH_SECONDS, lag=metrics.LAG),
-            logger=log,
-        )
+        self.known_done = KnownSet(maxsize=100_000)
 
-    # -- lifecycle ---------------------------------------------------------------------------------
-    def run(self) -> None:
-        self.loop.run(on_close=self._close)
-
-    def stop(self, *_: Any) -> None:
-        self.loop.stop()
-
-    def install_signal_handlers(self) -> None:
-        self.loop.install_signal_handlers()
-
-    def _close(self) -> None:
-        self.pool.shutdown(wait=True)
+    def close(self) -> None:
         self.clair.close()
 
-    # -- one batch ---------------------------------------------------------------------------------
-    def process(self, msgs: list[Message]) -> list[Outcome]:
-        jobs: list[Any] = []
-        in_batch: set[str] = set()
-        for m in msgs:
-            ev, pre = self._triage(m, in_batch)
-            jobs.append(pre if pre is not None else self.pool.submit(self._handle, m, ev))
-        return [j if isinstance(j, Outcome) else j.result() for j in jobs]
+    # -- the stage -----------------------------------------------------------------------------------
+    def triage(self, m: Message, ev: ImageCached, batch: Batch) -> Triaged:
+        """Redelivered duplicates within the batch."""
+        if not batch.first(ev.event_id):
+            batch.repeats["duplicate_in_batch"] += 1
+            return _DUPLICATE_IN_BATCH
+        return None
 
-    def _triage(self, m: Message, in_batch: set[str]) -> tuple[dict[str, Any] | None, Outcome | None]:
-        """Cheap decisions in the poll thread: undecodable records and redelivered duplicates."""
+    def handle(self, m: Message, ev: ImageCached) -> Outcome:
         try:
-            record, ev = self.codec.decode(m.value())
-            if record != "ImageCached":
-                raise ValueError(f"expected an ImageCached record, got {record}")
+            route = self.locator.route(ev.registry, ev.repository)
         except Exception as exc:
-            return None, self._dead_letter(m, exc, attempts=1)
-        if ev["event_id"] in in_batch:
-            metrics.EVENTS.labels("duplicate_in_batch").inc()
-            return ev, Outcome(label="duplicate_in_batch")
-        in_batch.add(ev["event_id"])
-        return ev, None
-
-    def _handle(self, m: Message, ev: dict[str, Any]) -> Outcome:
-        info = read_retry_headers(m.headers())
-        try:
-            route = self.locator.route(ev["registry"], ev["repository"])
-        except Exception as exc:
-            return self._dead_letter(m, exc, attempts=info.attempt + 1)
+            return self.fail(m, exc, attempts=1)
         records: list[OutRecord] = []
         done: list[ScanResult] = []
         reported_before: set[str] = set()  # digests that had a final report before this scan (rescans)
-        failure: tuple[str, BaseException] | None = None
+        failure: tuple[str, GaveUp] | None = None
         with metrics.INFLIGHT_SCANS.track_inprogress():
-            for manifest in ev["manifests"]:
-                if self._already_scanned(ev["registry"], manifest["digest"]):
+            for manifest in ev.manifests:
+                if self._already_scanned(ev.registry, manifest.digest):
                     continue
-                if self._mark_pending(ev["registry"], ev["repository"], manifest["digest"]):
-                    reported_before.add(manifest["digest"])
+                if self._mark_pending(ev.registry, ev.repository, manifest.digest):
+                    reported_before.add(manifest.digest)
                 try:
                     result = self._scan(route, ev, manifest)
-                except Exception as exc:
-                    failure = (manifest["digest"], exc)
+                except GaveUp as gave_up:
+                    failure = (manifest.digest, gave_up)
                     break
                 records.append(self._scanned_record(ev, result))
                 done.append(result)
         # None when nothing was scanned: the loop may then batch this offset's commit with later ones.
-        after = self._recorder(ev, done, reported_before) if done else None
+        recorded = self._recorder(ev, done, reported_before) if done else None
         if failure is None:
             label = "scanned" if done else "already_scanned"
             metrics.EVENTS.labels(label).inc()
-            return Outcome(records=records, label=label, after_commit=after)
-        digest, exc = failure
+            return Outcome(records=records, label=label, after_commit=recorded)
         # Manifests scanned before the failure keep their results; the event comes back for the rest.
-        if not is_transient(exc):
-            out = self._dead_letter(m, exc, attempts=info.attempt + 1)
-            return Outcome(records=[*records, *out.records], label=out.label, after_commit=after)
-        return self._reschedule(m, ev, info, digest, exc, records, after)
+        digest, gave_up = failure
 
-    def _reschedule(
-        self,
-        m: Message,
-        ev: dict[str, Any],
-        info: RetryInfo,
-        digest: str,
-        exc: BaseException,
-        records: list[OutRecord],
-        after: Callable[[], None] | None,
-    ) -> Outcome:
-        step = next_step(info, self.cfg.retry_delays_s, int(time.time() * 1000))
-        if step is None:
-            out = self._dead_letter(m, exc, attempts=info.attempt + self.cfg.attempts_in_process)
-            return Outcome(records=[*records, *out.records], label=out.label, after_commit=after)
-        metrics.RETRIES.labels("retry_topic").inc()
-        metrics.EVENTS.labels("retried").inc()
-        error = describe(exc)
-        log.warning(
-            "rescheduled on the retry topic",
-            extra={"event_id": ev["event_id"], "digest": digest, "retry": step.attempt, "error": error},
-        )
-        rec = retry_record(m, self.topics.image_cached_retry.name, step, error)
+        def after(failed: Failed) -> None:
+            if recorded is not None:
+                recorded()
+            if failed.retry is not None:
+                self.safe_state(self.state.record_scan, ev.registry, ev.repository, digest, scanner=SCANNER,
+                                state=ScanState.PENDING, error=f"retry {failed.retry.attempt} queued: {failed.error}")  # fmt: skip
 
-        def after_retry() -> None:
-            if after is not None:
-                after()
-            self._safe_state(
-                self.state.record_scan,
-                ev["registry"],
-                ev["repository"],
-                digest,
-                scanner=SCANNER,
-                state=ScanState.PENDING,
-                error=f"retry {step.attempt} queued: {error}",
-            )
-
-        return Outcome(records=[*records, rec], label="retried", after_commit=after_retry)
+        extra = {"event_id": ev.event_id, "digest": digest}
+        return self.fail(m, gave_up.cause, attempts=gave_up.attempts, records=records, after_commit=after, extra=extra)
 
     # -- one manifest ------------------------------------------------------------------------------
     def _already_scanned(self, registry: str, digest: str) -> bool:
@@ -210,43 +134,30 @@ class ScannerService:
             log.exception("state lookup failed; scanning anyway", extra={"digest": digest})
             return False
         if row is not None and row.state in DONE_STATES:
-            self.known_done[key] = True
+            self.known_done.add(key)
             return True
         return False
 
-    def _scan(self, route: Route, ev: dict[str, Any], manifest: dict[str, Any]) -> ScanResult:
-        """Attempts in process: Clair unavailable -> raised after the last; IndexError -> final index_error."""
-        repository, digest = ev["repository"], manifest["digest"]
-        extra = {"event_id": ev["event_id"], "repository": repository, "digest": digest}
-        attempts = self.cfg.attempts_in_process
-        for attempt in range(1, attempts + 1):
+    def _scan(self, route: Route, ev: ImageCached, manifest: CachedManifest) -> ScanResult:
+        """Attempts in process: Clair unavailable -> GaveUp after the last; IndexError -> final index_error."""
+        repository, digest = ev.repository, manifest.digest
+        extra = {"event_id": ev.event_id, "repository": repository, "digest": digest}
+
+        def attempt(n: int, last: bool) -> ScanResult:
             try:
                 with metrics.SCAN_SECONDS.time():
                     result = self.scanner.scan(route, repository, manifest)
-                log.info(
-                    "scanned",
-                    extra={
-                        **extra,
-                        "state": result.state.value,
-                        "packages": result.packages,
-                        "vulnerabilities": ",".join(result.vulnerability_names),
-                        "error": result.error,
-                    },
-                )
-                return result
             except IndexFailed as exc:
-                log.warning("Clair reported IndexError", extra={**extra, "attempt": attempt, "error": str(exc)})
-                if attempt == attempts:
+                log.warning("Clair reported IndexError", extra={**extra, "attempt": n, "error": str(exc)})
+                if last:
                     return self.scanner.index_error(digest, describe(exc))
-            except Exception as exc:
-                if not is_transient(exc) or attempt == attempts:
-                    raise
-                log.warning("scan attempt failed", extra={**extra, "attempt": attempt, "error": describe(exc)})
-            metrics.RETRIES.labels("in_process").inc()
-            if self.loop.stopping:
-                raise InterruptedError("stopping: the scan will be retried")
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
-        raise AssertionError("unreachable")
+                raise
+            log.info("scanned", extra={**extra, "state": result.state.value, "packages": result.packages,
+                                       "vulnerabilities": ",".join(result.vulnerability_names),
+                                       "error": result.error})  # fmt: skip
+            return result
+
+        return self.retry_in_process(attempt, extra=extra)
 
     def _mark_pending(self, registry: str, repository: str, digest: str) -> bool:
         """Start a scan attempt in the state DB; True when the manifest already had a final report (a rescan)."""
@@ -257,63 +168,31 @@ class ScannerService:
             return False
         # A retried event finds its row pending already: that attempt was counted when the retry was queued.
         if row is None or row.state is not ScanState.PENDING:
-            self._safe_state(
+            self.safe_state(
                 self.state.record_scan, registry, repository, digest, scanner=SCANNER, state=ScanState.PENDING
             )
         return row is not None and row.state in DONE_STATES
 
-    def _scanned_record(self, ev: dict[str, Any], result: ScanResult) -> OutRecord:
+    def _scanned_record(self, ev: ImageCached, result: ScanResult) -> OutRecord:
         topic = self.topics.image_scanned.name
-        value = self.codec.encode("ImageScanned", result.event(ev), topic)
-        headers = [("layerfill.caused_by", ev["event_id"].encode())]
-        return OutRecord(topic, repository_key(ev["registry"], ev["repository"]), value, headers)
+        value = self.codec.encode("ImageScanned", result.event(ev).to_avro(), topic)
+        headers = [("layerfill.caused_by", ev.event_id.encode())]
+        return OutRecord(topic, repository_key(ev.registry, ev.repository), value, headers)
 
     def _recorder(
-        self, ev: dict[str, Any], results: list[ScanResult], reported_before: frozenset[str] | set[str] = frozenset()
+        self, ev: ImageCached, results: list[ScanResult], reported_before: frozenset[str] | set[str] = frozenset()
     ) -> Callable[[], None]:
         def record() -> None:
             for r in results:
-                self._safe_state(
-                    self.state.record_scan,
-                    ev["registry"],
-                    ev["repository"],
-                    r.digest,
-                    scanner=SCANNER,
-                    state=r.state,
-                    scanner_version=r.scanner_version,
-                    package_count=r.packages,
-                    vulnerabilities=r.vulnerabilities,
-                    report_uri=r.report_uri,
-                    error=r.error,
-                )
+                self.safe_state(self.state.record_scan, ev.registry, ev.repository, r.digest, scanner=SCANNER,
+                                state=r.state, scanner_version=r.scanner_version, package_count=r.packages,
+                                vulnerabilities=r.vulnerabilities, report_uri=r.report_uri, error=r.error)  # fmt: skip
                 metrics.SCANS.labels(r.state.value).inc()
                 if r.digest not in reported_before and r.state in DONE_STATES:
                     for severity, count in (r.vulnerabilities or {}).items():
                         if count:
                             metrics.NEW_VULNERABILITIES.labels(severity).inc(count)
                 if r.state in DONE_STATES:
-                    self.known_done[(ev["registry"], r.digest)] = True
+                    self.known_done.add((ev.registry, r.digest))
 
         return record
-
-    def _dead_letter(self, m: Message, exc: BaseException, *, attempts: int) -> Outcome:
-        metrics.DEAD_LETTERS.labels(type(exc).__name__).inc()
-        metrics.EVENTS.labels("dead_lettered").inc()
-        log.warning("dead-lettered", extra={"error": describe(exc), "attempts": attempts})
-        rec = dead_letter_record(
-            m,
-            self.topics.dlq.name,
-            stage="scanner",
-            consumer_group=self.cfg.group_id,
-            error_class=type(exc).__name__,
-            error_message=describe(exc),
-            attempts=attempts,
-        )
-        return Outcome(records=[rec], label="dead_lettered")
-
-    def _safe_state(self, fn: Any, *args: Any, **kwargs: Any) -> None:
-        # The state DB mirrors what the committed events say: losing a write costs a rescan, never a result.
-        try:
-            fn(*args, **kwargs)
-        except Exception:
-            log.exception("state update failed", extra={"call": getattr(fn, "__name__", str(fn))})

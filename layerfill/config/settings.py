@@ -120,18 +120,31 @@ class BridgeSettings(BaseModel):
     delivery_timeout_s: float = 10.0
 
 
-class FetcherSettings(BaseModel):
-    group_id: str = "layerfill-fetcher"
-    transactional_id_prefix: str = "layerfill-fetcher"
+class StageSettings(BaseModel):
+    """What every consumer stage on the transactional loop (layerfill.kafka.stage) is configured with."""
+
+    group_id: str
+    # The transactional.id is `<prefix>-<instance_id>`; the prefix defaults to the group id.
+    transactional_id_prefix: str | None = None
     # Must be unique per running process and stable across its restarts (a pod name, a StatefulSet
     # ordinal): the transactional.id derived from it fences a crashed predecessor's open transaction.
     instance_id: str = Field(default_factory=socket.gethostname)
     batch_size: int = Field(500, ge=1)
     max_poll_interval_ms: int = Field(900_000, ge=10_000)
-    workers: int = Field(8, ge=1)  # concurrent blob transfers per process
-    max_inflight_images: int = Field(16, ge=1)
+    max_inflight_images: int = Field(16, ge=1)  # events handled at once per process
     attempts_in_process: int = Field(3, ge=1)
-    retry_delays_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0])
+    retry_delays_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0])  # the retry topic's delays
+    health_port: int | None = None
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.transactional_id_prefix or self.group_id}-{self.instance_id}"
+
+
+class FetcherSettings(StageSettings):
+    group_id: str = "layerfill-fetcher"
+    transactional_id_prefix: str | None = "layerfill-fetcher"
+    workers: int = Field(8, ge=1)  # concurrent blob transfers per process
     chunk_bytes: int = 1024 * 1024
     part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3 multipart part size
     health_port: int | None = 18090
@@ -141,12 +154,8 @@ class FetcherSettings(BaseModel):
     upstream_read_timeout_s: float = Field(60.0, gt=0)
 
 
-class ScannerSettings(BaseModel):
+class ScannerSettings(StageSettings):
     group_id: str = "layerfill-scanner"
-    # The transactional.id is `<prefix>-<instance_id>`; the prefix defaults to the group id.
-    transactional_id_prefix: str | None = None
-    # Unique per running process and stable across its restarts (see FetcherSettings.instance_id).
-    instance_id: str = Field(default_factory=socket.gethostname)
     clair_url: str = "http://127.0.0.1:16060"
     # An index request, polling included, that has no final state by then counts as Clair being unavailable.
     poll_deadline_s: float = Field(600.0, gt=0)
@@ -154,9 +163,7 @@ class ScannerSettings(BaseModel):
     poll_max_interval_s: float = Field(10.0, gt=0)
     request_timeout_s: float = Field(30.0, gt=0)  # every Clair request but the (synchronous) index submission
     batch_size: int = Field(100, ge=1)
-    max_poll_interval_ms: int = Field(900_000, ge=10_000)
     max_inflight_images: int = Field(4, ge=1)  # concurrent scans per process
-    attempts_in_process: int = Field(3, ge=1)
     retry_delays_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0, 1800.0])
     # Presigned layer URLs (distribution sink) must outlive the scan; Clair fetches each layer once.
     presign_expiry_s: int = Field(3600, ge=60, le=7 * 24 * 3600)
@@ -165,10 +172,6 @@ class ScannerSettings(BaseModel):
     # Scan manifests again even when a final result is recorded (a replay meant to refresh every report).
     rescan: bool = False
     health_port: int | None = 18091
-
-    @property
-    def transactional_id(self) -> str:
-        return f"{self.transactional_id_prefix or self.group_id}-{self.instance_id}"
 
     @field_validator("clair_url", "presign_endpoint")
     @classmethod

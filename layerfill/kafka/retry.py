@@ -52,3 +52,14 @@ def retry_headers(
         (DUE_MS, str(step.due_ms).encode()),
         (ERROR, error[:1000].encode("utf-8", "backslashreplace")),  # as dlq_headers: an error may quote input
     ]
+
+
+MAX_IN_PROCESS_PAUSE_S = 5.0  # longer pauses hand the event to the retry topic rather than hold a worker
+
+
+def in_process_pause(attempt: int, retry_after_s: float = 0.0) -> float | None:
+    """The pause after failed in-process attempt `attempt` (1, 2, ...): 0.5 s doubling up to
+    MAX_IN_PROCESS_PAUSE_S, never shorter than the other side's Retry-After. None when that Retry-After is
+    longer than a worker should be held: the event then waits on the retry topic."""
+    pause = max(min(0.5 * 2 ** (attempt - 1), MAX_IN_PROCESS_PAUSE_S), retry_after_s)
+    return None if pause > MAX_IN_PROCESS_PAUSE_S else pause

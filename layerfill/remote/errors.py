@@ -86,12 +86,13 @@ class ManifestTooLarge(UpstreamError):
 
 
 class DigestMismatch(UpstreamError):
-    """The bytes received do not hash to the digest asked for (or announced by the registry)."""
+    """The bytes received do not hash to the digest asked for (or announced by the registry). Transient: a
+    corrupting proxy or a torn body is usually passing (layerfill.kafka.classify states the rule)."""
 
     def __init__(self, *, expected: str, actual: str, url: str | None = None) -> None:
         self.expected = expected
         self.actual = actual
-        super().__init__(f"digest mismatch: expected {expected}, got {actual}", url=url, transient=False)
+        super().__init__(f"digest mismatch: expected {expected}, got {actual}", url=url, transient=True)
 
 
 class BodyInterrupted(UpstreamError):

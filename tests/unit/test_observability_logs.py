@@ -10,6 +10,8 @@ import pytest
 
 from layerfill.observability.logs import JsonFormatter, TextFormatter
 
+pytestmark = pytest.mark.unit
+
 
 def _record(msg: str, *args: object, **extra: object) -> logging.LogRecord:
     record = logging.LogRecord("layerfill.test", logging.WARNING, __file__, 1, msg, args, None)

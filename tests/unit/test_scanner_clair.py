@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from layerfill.consumers.scanner.clair import ClairClient
-from layerfill.consumers.scanner.errors import ClairRejected, ClairUnavailable, describe
+from layerfill.consumers.scanner.errors import ClairRejected, ClairUnavailable
+from layerfill.kafka.classify import describe
 
 pytestmark = pytest.mark.unit
 

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from minio.error import S3Error
 
 from layerfill.config.settings import S3Settings
 from layerfill.sinks.base import BlobSpec
 from layerfill.sinks.distribution import DistributionSink
 from layerfill.sinks.layout import blob_data_key
+
+pytestmark = pytest.mark.unit
 
 MiB = 1024 * 1024
 

@@ -13,6 +13,8 @@ from layerfill.config.settings import KafkaSettings
 from layerfill.kafka import txloop
 from layerfill.kafka.txloop import EXIT_STUCK, LoopConfig, Outcome, TransactionalLoop
 
+pytestmark = pytest.mark.unit
+
 
 class FakeProducer:
     """Just the transactional calls `_commit` makes; send_offsets_to_transaction blocks for `block_s`."""
