@@ -23,6 +23,7 @@ from minio.error import S3Error
 
 from layerfill.config.settings import S3Settings
 from layerfill.oci.digest import digest_of
+from layerfill.oci.manifest import MAX_MANIFEST_BYTES
 from layerfill.oci.reference import Digest, InvalidReference, validate_repository, validate_tag
 from layerfill.sinks.base import (
     BlobSource,
@@ -56,7 +57,6 @@ DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
-DEFAULT_MAX_MANIFEST_BYTES = 4 * MiB
 _MAX_LINK_BYTES = 1024
 _OCTET_STREAM = "application/octet-stream"  # what distribution itself stores blobs as
 
@@ -205,7 +205,7 @@ class DistributionSink(Sink):
         """Size of the stored blob data, or None when there is none."""
         return self._stat_size(blob_data_key(self.root, Digest.parse(digest)))
 
-    def read_blob_bytes(self, digest: str, max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> bytes:
+    def read_blob_bytes(self, digest: str, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
         """A small blob (a manifest, a config) read whole and verified against its digest.
 
         Raises BlobNotFound, BlobTooLarge (past `max_bytes`) or SinkIntegrityError."""
