@@ -45,17 +45,17 @@ def verify(
     """
     from layerfill.config import load_settings
     from layerfill.ops.audit import AuditStatus, audit_manifest
-    from layerfill.ops.blobhash import StoredBlobHasher
     from layerfill.ops.context import event_registry, state_database_exists
     from layerfill.ops.enumerate import StoredManifest, list_repositories, stored_manifests
     from layerfill.sinks.base import SinkError
-    from layerfill.sinks.distribution import DistributionSink
+    from layerfill.sinks.blobhash import StoredBlobHasher
+    from layerfill.sinks.factory import cache_storage
 
     err = Console(stderr=True)
     settings = load_settings()
     try:
         reg = event_registry(settings, registry) if (repair or registry) else None
-        sink = DistributionSink(settings.s3)
+        sink = cache_storage(settings.s3)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -14,8 +14,7 @@ from typing import Literal, Protocol
 from layerfill.oci.manifest import ManifestError
 from layerfill.oci.plan import PlanError
 from layerfill.oci.walk import ManifestWalk, Visit, WalkRules
-from layerfill.sinks.base import Presence, SinkIntegrityError
-from layerfill.sinks.distribution import BlobNotFound, BlobTooLarge
+from layerfill.sinks.base import BlobNotFound, BlobTooLarge, Presence, SinkIntegrityError
 
 ItemKind = Literal["manifest", "config", "layer"]
 Reason = Literal["absent", "not_linked", "wrong_size", "wrong_digest", "unreadable"]
