@@ -23,7 +23,6 @@ from layerfill.config.settings import Settings
 from layerfill.oci import mediatypes
 from layerfill.oci.manifest import Descriptor
 from layerfill.oci.plan import BlobItem, Plan
-from layerfill.oci.walk import ManifestWalk
 from layerfill.oci.reference import (
     InvalidReference,
     validate_digest,
@@ -31,6 +30,7 @@ from layerfill.oci.reference import (
     validate_repository,
     validate_tag_or_digest,
 )
+from layerfill.oci.walk import ManifestWalk
 from layerfill.remote.blob import BlobStream
 from layerfill.remote.client import RegistryClient
 from layerfill.remote.transport.metered import upstream_reason

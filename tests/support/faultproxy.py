@@ -392,7 +392,9 @@ class FaultProxy:
 # What supply-chain discovery asks an upstream (issue 16): the referrers API and the tags of the referrers tag
 # schema and of cosign (`sha256-<hex>`, `.sig`, `.att`, `.sbom`). Tests that count an image's upstream cost
 # tell these apart from manifest and blob fetches.
-_REFERRER_LOOKUP = re.compile(r"/(?:referrers/[a-z0-9]+:[0-9a-f]+|manifests/[a-z0-9]+-[0-9a-f]+(?:\.(?:sig|att|sbom))?)$")
+_REFERRER_LOOKUP = re.compile(
+    r"/(?:referrers/[a-z0-9]+:[0-9a-f]+|manifests/[a-z0-9]+-[0-9a-f]+(?:\.(?:sig|att|sbom))?)$"
+)
 
 
 def is_referrer_lookup(request: Request) -> bool:

@@ -97,7 +97,9 @@ def test_limits() -> None:
 
 
 def test_rules_follow_the_settings() -> None:
-    amd64 = Route(registry="cache:5000", upstream_url="http://up:5000", repository_prefix="a", platforms=["linux/amd64"])
+    amd64 = Route(
+        registry="cache:5000", upstream_url="http://up:5000", repository_prefix="a", platforms=["linux/amd64"]
+    )
     every = Route(registry="cache:5000", upstream_url="http://up:5000", repository_prefix="b")
     other = Route(registry="other:5000", upstream_url="http://up:5000", repository_prefix="a")
     settings = Settings(routes=[amd64, every, other], fetcher={"max_layers": 7})
