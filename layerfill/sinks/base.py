@@ -122,12 +122,16 @@ class SinkUnavailable(SinkError):
 
 
 class BlobNotFound(LookupError):
+    """A read of the cache's storage (DistributionSink.read_blob_bytes) found no data for the blob."""
+
     def __init__(self, digest: str) -> None:
         super().__init__(f"blob {digest} is not in storage")
         self.digest = digest
 
 
 class BlobTooLarge(ValueError):
+    """A read of the cache's storage met a blob larger than the caller's cap (a manifest's, a config's)."""
+
     def __init__(self, digest: str, size: int, limit: int) -> None:
         super().__init__(f"blob {digest} has {size} bytes, more than the {limit} asked for")
         self.digest = digest
