@@ -41,7 +41,8 @@ GO_TOOLS: dict[str, tuple[str, str]] = {
 CLAIR = ("github.com/quay/clair/v4", "v4.9.0", ["cmd/clair", "cmd/clairctl"])
 
 # chromium: headless, for the status page's browser test (tests/e2e/test_status_page.py).
-APT_PACKAGES = ["skopeo", "docker-registry", "postgresql-15", "postgresql-contrib", "chromium"]
+# graphviz: `dot` renders docs/img/architecture.svg from docs/architecture.dot (tests/unit/test_architecture_doc.py).
+APT_PACKAGES = ["skopeo", "docker-registry", "postgresql-15", "postgresql-contrib", "chromium", "graphviz"]
 
 
 class InstallError(RuntimeError):

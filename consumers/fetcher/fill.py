@@ -21,8 +21,8 @@ from layerfill import __version__
 from layerfill.config.routes import Route, find_route
 from layerfill.config.settings import Settings
 from layerfill.oci import mediatypes
-from layerfill.oci.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
-from layerfill.oci.plan import BlobItem, Plan, PlatformPolicy
+from layerfill.oci.manifest import Descriptor
+from layerfill.oci.plan import BlobItem, Plan
 from layerfill.oci.reference import (
     InvalidReference,
     validate_digest,
@@ -30,6 +30,7 @@ from layerfill.oci.reference import (
     validate_repository,
     validate_tag_or_digest,
 )
+from layerfill.oci.walk import ManifestWalk
 from layerfill.remote.blob import BlobStream
 from layerfill.remote.client import RegistryClient
 from layerfill.remote.transport.metered import upstream_reason
@@ -257,9 +258,10 @@ class ImageFiller:
         ctx = FillContext(event, route, self.resources.client(route), self.resources.sink(route), reason)
         with upstream_reason(reason):
             root = self.resolve_root(ctx)
-            ctx.plan = Plan(root.digest, len(root.data), PlatformPolicy.parse(route.platforms))
+            walk = ManifestWalk(root.digest, len(root.data), self.settings.walk_rules(route))
+            ctx.plan = walk.plan
             result = FillResult(event=event, route=route, plan=ctx.plan)
-            blobs = self.store_manifests(ctx, root, result)
+            blobs = self.store_manifests(ctx, walk, root, result)
             self.store_blobs(ctx, blobs, result)
             if self.referrers is not None:  # the image is complete: its signatures, attestations, SBOMs follow
                 self.follow_referrers(ctx, result)
@@ -320,16 +322,18 @@ class ImageFiller:
             raise DescriptorSizeMismatch(child.digest, child.size, len(resolved.data), "manifest")
         return resolved
 
-    def store_manifests(self, ctx: FillContext, root: ResolvedManifest, result: FillResult) -> list[BlobItem]:
-        """Plan and store manifests breadth-first (the root, then every child the platform policy keeps); the
-        blobs of every image manifest planned."""
-        plan = ctx.plan
-        assert plan is not None
+    def store_manifests(
+        self, ctx: FillContext, walk: ManifestWalk, root: ResolvedManifest, result: FillResult
+    ) -> list[BlobItem]:
+        """Walk and store manifests breadth-first (the root, then every child the route's rules keep); the blobs
+        of every image manifest walked."""
+        plan = walk.plan
         pending: list[tuple[str, bytes, str | None, bool]] = [(root.digest, root.data, root.media_type, True)]
         blobs: list[BlobItem] = []
         while pending:
             digest, data, media_type, is_root = pending.pop(0)
-            doc = parse_manifest(data, media_type, max_entries=self.settings.fetcher.max_layers)
+            visit = walk.visit(digest, data, media_type)
+            doc = visit.document
             stored = ctx.sink.store_manifest(ctx.repository, digest, doc.media_type, data)
             metrics.count_item("manifest", stored.outcome, stored.bytes_fetched)
             if not is_root:
@@ -344,11 +348,9 @@ class ImageFiller:
                         stored.bytes_fetched,
                     )
                 )
-            if isinstance(doc, ImageIndex):
-                for child, got in self.resolve_children(ctx, plan.add_index(digest, doc)):
-                    pending.append((child.digest, got.data, got.media_type or child.media_type, False))
-            elif isinstance(doc, ImageManifest):
-                blobs.extend(plan.add_image(digest, doc))
+            for child, got in self.resolve_children(ctx, list(visit.children)):
+                pending.append((child.digest, got.data, got.media_type or child.media_type, False))
+            blobs.extend(visit.blobs)
         return blobs
 
     def store_blobs(self, ctx: FillContext, blobs: list[BlobItem], result: FillResult) -> None:

@@ -177,7 +177,7 @@ class ReferrerSync:
         artifacts = self._copy_entries(entries, budget, counts)
         kept = {a.digest for a in artifacts}
         tag_name = tag_schema_tag(lookup.subject)
-        if self.sink.name == "registry" or not kept:
+        if not self.sink.stores_tags or not kept:
             # A proxy fetches tags from the upstream, which has none here; the artifacts are warmed by digest.
             tag = KnownTag(digest_of(got.content), artifacts)
             memory.tags[tag_name] = tag

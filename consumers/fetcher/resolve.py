@@ -26,10 +26,6 @@ class ResolvedManifest:
     data: bytes
     source: Source
 
-    @property
-    def from_event(self) -> bool:
-        return self.source == "event"
-
 
 def _matches(data: bytes | None, digest: str) -> bool:
     return data is not None and len(data) <= MAX_MANIFEST_BYTES and digest_of(data) == digest

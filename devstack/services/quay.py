@@ -13,7 +13,6 @@ directory under the state dir."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -296,11 +295,3 @@ def quay_routes(ctx: StackContext, setup: dict) -> list[dict]:
             }
         )
     return routes
-
-
-def redis_cli_ok(ctx: StackContext) -> bool:
-    return port_open(ctx.host, ctx.ports.quay_redis)
-
-
-def env_for_workers() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("LAYERFILL_")}

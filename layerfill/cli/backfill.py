@@ -167,9 +167,9 @@ def _open_catalog(
 ) -> tuple[_ClosableCatalog, str | None]:
     """The content to enumerate, and the registry URL when it is the API. ValueError on bad settings or input."""
     if source is Source.storage:
-        from layerfill.sinks.distribution import DistributionSink
+        from layerfill.sinks.factory import cache_storage
 
-        return DistributionSink(settings.s3), None
+        return cache_storage(settings.s3), None
     from layerfill.ops.catalog import registry_endpoint
     from layerfill.ops.catalog_api import RegistryApi
     from layerfill.remote.credentials import Credentials

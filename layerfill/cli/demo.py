@@ -52,7 +52,7 @@ def demo(
     from layerfill.devstack.stack import Stack
     from layerfill.kafka.admin import ensure_topics
     from layerfill.sinks.base import Presence
-    from layerfill.sinks.distribution import DistributionSink
+    from layerfill.sinks.factory import cache_storage
 
     stack = Stack(log=lambda m: console.print(f"[dim]{m}[/dim]"))
     if not all(s.healthy or s.optional for s in stack.status()):
@@ -80,7 +80,7 @@ def demo(
         console.print("   the client already had the base layer, so it never asked the cache for it for B")
 
         console.rule(f"4. watch {repo_b}:1 become complete in the cache's storage")
-        sink = DistributionSink(settings.s3)
+        sink = cache_storage(settings.s3)
         manifest = json.loads(sink.read_blob_bytes(digest_b))
         blobs = [("config", manifest["config"])] + [(f"layer {i}", d) for i, d in enumerate(manifest["layers"])]
         deadline = time.monotonic() + timeout

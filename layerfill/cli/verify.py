@@ -45,20 +45,22 @@ def verify(
     """
     from layerfill.config import load_settings
     from layerfill.ops.audit import AuditStatus, audit_manifest
-    from layerfill.ops.blobhash import StoredBlobHasher
     from layerfill.ops.context import event_registry, state_database_exists
     from layerfill.ops.enumerate import StoredManifest, list_repositories, stored_manifests
     from layerfill.sinks.base import SinkError
-    from layerfill.sinks.distribution import DistributionSink
+    from layerfill.sinks.blobhash import StoredBlobHasher
+    from layerfill.sinks.factory import cache_storage
 
     err = Console(stderr=True)
     settings = load_settings()
     try:
         reg = event_registry(settings, registry) if (repair or registry) else None
-        sink = DistributionSink(settings.s3)
+        sink = cache_storage(settings.s3)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    # Images are judged by the rules of the route the fetcher fills them by (its platforms, its limits).
+    route_registry = reg or _routes_registry(settings)
     state = None
     if state_database_exists(settings):
         from layerfill.state.store import StateStore
@@ -77,7 +79,10 @@ def verify(
             task = progress.add_task("", total=len(targets))
             for t in targets:
                 progress.update(task, description=f"{t.repository}@{t.digest[:19]}")
-                results.append(audit_manifest(sink, t.repository, t.digest, tags=list(t.tags), hasher=hasher))
+                rules = settings.walk_rules(settings.route_for(route_registry, t.repository))
+                results.append(
+                    audit_manifest(sink, t.repository, t.digest, tags=list(t.tags), rules=rules, hasher=hasher)
+                )
                 progress.advance(task)
     except SinkError as exc:
         err.print(f"[red]storage failed:[/red] {exc}")
@@ -103,6 +108,16 @@ def verify(
             Console().print(f"published {len(repaired)} ManifestPulled event(s) (source backfill) for partial images")
     if any(r.status is not AuditStatus.COMPLETE for r in results):
         raise typer.Exit(1)
+
+
+def _routes_registry(settings: Settings) -> str | None:
+    """The registry events name when the settings decide it; None lets every registry's routes be considered."""
+    from layerfill.ops.context import event_registry
+
+    try:
+        return event_registry(settings, None)
+    except ValueError:
+        return None
 
 
 def _repair(

@@ -19,7 +19,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from .routes import Route
+from layerfill.oci.walk import WalkRules
+
+from .routes import NoRoute, Route, find_route
 
 
 class ConfigFileError(FileNotFoundError):
@@ -145,7 +147,6 @@ class FetcherSettings(StageSettings):
     group_id: str = "layerfill-fetcher"
     transactional_id_prefix: str | None = "layerfill-fetcher"
     workers: int = Field(8, ge=1)  # concurrent blob transfers per process
-    chunk_bytes: int = 1024 * 1024
     part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3 multipart part size
     health_port: int | None = 18090
     max_layers: int = 10_000
@@ -273,6 +274,30 @@ class Settings(BaseSettings):
                 raise ValueError(f"two routes for registry {r.registry!r} prefix {r.repository_prefix!r}")
             seen.add(key)
         return routes
+
+    def walk_rules(self, route: Route | None) -> WalkRules:
+        """How images of `route` are walked (None: every platform), by the fetcher and by the audit alike."""
+        platforms = route.platforms if route is not None else None
+        return WalkRules.parse(platforms, max_entries=self.fetcher.max_layers)
+
+    def route_for(self, registry: str | None, repository: str) -> Route | None:
+        """The route the fetcher would take for `repository`, for commands that read storage rather than events.
+        Without a registry, the routes of every registry are considered and None is returned when they disagree
+        (the commands then judge by every platform: strict rather than lenient)."""
+        if registry is not None:
+            try:
+                return find_route(self.routes, registry, repository)
+            except NoRoute:
+                return None
+        found: dict[str, Route] = {}
+        for registry_name in {r.registry for r in self.routes}:
+            try:
+                route = find_route(self.routes, registry_name, repository)
+            except NoRoute:
+                continue
+            found[registry_name] = route
+        rules = {self.walk_rules(r) for r in found.values()}
+        return next(iter(found.values())) if len(rules) == 1 else None
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ from typing import Any
 from layerfill.oci import mediatypes as mt
 from layerfill.oci.reference import Digest, InvalidReference
 
+# The one cap on a manifest's bytes, fetched, parsed or read from storage alike (distribution's own cap).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ENTRIES = 10_000
 _MAX_SIZE = 2**63 - 1

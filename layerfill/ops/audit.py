@@ -1,5 +1,6 @@
-"""Audit one manifest revision in the cache's storage: plan it from the stored bytes, then check that every
-planned child manifest and blob is there, linked into the repository, with the planned size.
+"""Audit one manifest revision in the cache's storage: walk it from the stored bytes by the route's rules (the
+walk the fetcher fills by, layerfill/oci/walk.py), then check that every child manifest and blob it reaches is
+there, linked into the repository, with the planned size.
 
 The storage is a small protocol (DistributionSink satisfies it), so the audit is tested without S3."""
 
@@ -10,10 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
-from layerfill.oci.manifest import ImageIndex, ManifestError, parse_manifest
-from layerfill.oci.plan import Plan, PlanError, PlatformPolicy
-from layerfill.sinks.base import Presence, SinkIntegrityError
-from layerfill.sinks.distribution import BlobNotFound, BlobTooLarge
+from layerfill.oci.manifest import ManifestError
+from layerfill.oci.plan import PlanError
+from layerfill.oci.walk import ManifestWalk, Visit, WalkRules
+from layerfill.sinks.base import BlobNotFound, BlobTooLarge, Presence, SinkIntegrityError
 
 ItemKind = Literal["manifest", "config", "layer"]
 Reason = Literal["absent", "not_linked", "wrong_size", "wrong_digest", "unreadable"]
@@ -86,10 +87,11 @@ def audit_manifest(
     digest: str,
     *,
     tags: list[str] | None = None,
-    policy: PlatformPolicy | None = None,
+    rules: WalkRules | None = None,
     hasher: Hasher | None = None,
 ) -> ImageAudit:
-    """Audit `repository@digest`. Never raises for content problems: they become `unknown` or `missing`."""
+    """Audit `repository@digest`, walked by `rules` (the route's, as the fetcher fills it; None: every platform).
+    Never raises for content problems: they become `unknown` or `missing`."""
     result = ImageAudit(repository, digest, AuditStatus.UNKNOWN, tags=list(tags or []))
     try:
         root = storage.read_blob_bytes(digest)
@@ -99,19 +101,20 @@ def audit_manifest(
     except (BlobTooLarge, SinkIntegrityError) as exc:
         result.detail = f"manifest unreadable: {exc}"
         return result
-    plan = Plan(digest, len(root), policy or PlatformPolicy())
+    walk = ManifestWalk(digest, len(root), rules)
     try:
-        parsed = parse_manifest(root)
-    except ManifestError as exc:
+        visit = walk.visit(digest, root)
+    except (ManifestError, PlanError) as exc:
         result.detail = f"manifest cannot be planned: {exc}"
         return result
-    result.media_type = parsed.media_type
+    result.media_type = visit.document.media_type
     result.checked = 1
     try:
-        _walk(storage, repository, plan, digest, root, result)
+        _walk_children(storage, repository, walk, digest, visit, result)
     except PlanError as exc:
         result.detail = f"manifest cannot be planned: {exc}"
         return result
+    plan = walk.plan
     for blob in plan.blobs:
         result.checked += 1
         reason = _check_blob(storage, repository, blob.digest, blob.size, hasher)
@@ -122,13 +125,11 @@ def audit_manifest(
     return result
 
 
-def _walk(storage: AuditStorage, repository: str, plan: Plan, digest: str, data: bytes, result: ImageAudit) -> None:
-    """Add `digest` (already read) to the plan, then every child the stored bytes let us reach."""
-    parsed = parse_manifest(data)
-    if not isinstance(parsed, ImageIndex):
-        plan.add_image(digest, parsed)
-        return
-    for child in plan.add_index(digest, parsed):
+def _walk_children(
+    storage: AuditStorage, repository: str, walk: ManifestWalk, digest: str, visit: Visit, result: ImageAudit
+) -> None:
+    """Every child of `digest` (already visited) the stored bytes let us reach, depth first."""
+    for child in visit.children:
         result.checked += 1
         reason = _presence_reason(storage.manifest_presence(repository, child.digest))
         if reason == "absent":
@@ -138,11 +139,13 @@ def _walk(storage: AuditStorage, repository: str, plan: Plan, digest: str, data:
             child_bytes = storage.read_blob_bytes(child.digest)
             if len(child_bytes) != child.size:
                 raise ValueError(f"{len(child_bytes)} bytes, {child.size} declared")
-            _walk(storage, repository, plan, child.digest, child_bytes, result)
+            child_visit = walk.visit(child.digest, child_bytes)
         except PlanError:
             raise
         except (BlobNotFound, BlobTooLarge, SinkIntegrityError, ManifestError, ValueError):
             reason = "unreadable"
+        else:
+            _walk_children(storage, repository, walk, child.digest, child_visit, result)
         if reason is not None:
             result.missing.append(MissingItem(child.digest, "manifest", child.size, reason, digest))
 

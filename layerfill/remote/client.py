@@ -20,6 +20,7 @@ import requests
 from requests import Response
 
 from layerfill import __version__
+from layerfill.oci.manifest import MAX_MANIFEST_BYTES
 from layerfill.oci.mediatypes import ACCEPT_MANIFESTS, GENERIC_CONTENT_TYPES, base_type
 from layerfill.remote.blob import CHUNK_SIZE, BlobStream
 from layerfill.remote.credentials import Credentials
@@ -48,7 +49,6 @@ from layerfill.remote.transport.tokens import TokenCache
 
 log = get_logger(__name__)
 
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_REDIRECTS = 5
 # (connect, read) seconds; the read timeout applies per socket read, so long blob downloads are fine.
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)

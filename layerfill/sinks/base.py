@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, Self
 
 from layerfill.oci.reference import Digest, InvalidReference
@@ -46,6 +46,15 @@ class StoreResult:
     bytes_fetched: int
 
 
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where a reader outside layerfill (Clair) GETs a blob of the cache: a URL, and the headers (e.g.
+    Authorization) it must send."""
+
+    url: str
+    headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
 class BlobSource(Protocol):
     """Opens the upstream stream lazily: a sink calls it only when it needs the bytes."""
 
@@ -54,6 +63,9 @@ class BlobSource(Protocol):
 
 class Sink(ABC):
     name: str
+    # Whether `store_tag` works: a sink that writes the storage can; a warm-through one cannot (its proxy
+    # answers tags from the upstream).
+    stores_tags: bool = False
 
     @abstractmethod
     def blob_presence(self, repository: str, digest: str) -> Presence: ...
@@ -77,6 +89,10 @@ class Sink(ABC):
     def read_manifest(self, repository: str, digest: str) -> bytes | None:
         """The manifest's bytes as the cache holds them, verified against `digest`; None when the cache has none.
         Reading the cache instead of the upstream spares the upstream a manifest GET (a "pull" on Docker Hub)."""
+
+    def blob_location(self, repository: str, digest: str) -> BlobLocation:
+        """Where a reader outside layerfill fetches blob `digest` of `repository` (Clair fetches layers so)."""
+        raise NotImplementedError(f"the {self.name} sink cannot tell where a blob is fetched")
 
     def uploads_in_progress(self, repository: str) -> dict[str, float] | None:
         """Uploads the registry has open in `repository` (upload id -> when it started, epoch seconds), the sign
@@ -103,3 +119,21 @@ class SinkIntegrityError(SinkError):
 
 class SinkUnavailable(SinkError):
     """The storage or registry is down or failing: transient, retry later."""
+
+
+class BlobNotFound(LookupError):
+    """A read of the cache's storage (DistributionSink.read_blob_bytes) found no data for the blob."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} is not in storage")
+        self.digest = digest
+
+
+class BlobTooLarge(ValueError):
+    """A read of the cache's storage met a blob larger than the caller's cap (a manifest's, a config's)."""
+
+    def __init__(self, digest: str, size: int, limit: int) -> None:
+        super().__init__(f"blob {digest} has {size} bytes, more than the {limit} asked for")
+        self.digest = digest
+        self.size = size
+        self.limit = limit

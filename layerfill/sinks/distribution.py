@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Iterable
 from contextlib import closing
+from datetime import timedelta
 
 from minio import Minio
 from minio.error import S3Error
 
 from layerfill.config.settings import S3Settings
 from layerfill.oci.digest import digest_of
+from layerfill.oci.manifest import MAX_MANIFEST_BYTES
 from layerfill.oci.reference import Digest, InvalidReference, validate_repository, validate_tag
 from layerfill.sinks.base import (
+    BlobLocation,
+    BlobNotFound,
     BlobSource,
     BlobSpec,
+    BlobTooLarge,
     Presence,
     Sink,
     SinkIntegrityError,
@@ -56,23 +62,8 @@ DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
-DEFAULT_MAX_MANIFEST_BYTES = 4 * MiB
 _MAX_LINK_BYTES = 1024
 _OCTET_STREAM = "application/octet-stream"  # what distribution itself stores blobs as
-
-
-class BlobNotFound(LookupError):
-    def __init__(self, digest: str) -> None:
-        super().__init__(f"blob {digest} is not in storage")
-        self.digest = digest
-
-
-class BlobTooLarge(ValueError):
-    def __init__(self, digest: str, size: int, limit: int) -> None:
-        super().__init__(f"blob {digest} has {size} bytes, more than the {limit} asked for")
-        self.digest = digest
-        self.size = size
-        self.limit = limit
 
 
 def part_size_for(size: int, part_size: int) -> int:
@@ -85,6 +76,7 @@ def part_size_for(size: int, part_size: int) -> int:
 
 class DistributionSink(Sink):
     name = "distribution"
+    stores_tags = True
 
     def __init__(
         self,
@@ -93,6 +85,8 @@ class DistributionSink(Sink):
         *,
         max_connections: int = 16,
         client: Minio | None = None,
+        presign_endpoint: str | None = None,
+        presign_expiry_s: int = 3600,
     ) -> None:
         if not isinstance(part_size, int) or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be an integer from {MIN_PART_SIZE} to {MAX_PART_SIZE}, got {part_size!r}")
@@ -104,6 +98,11 @@ class DistributionSink(Sink):
         self.part_size = part_size
         self._http = make_http_pool(max_connections=max_connections) if client is None else None
         self._client = client or make_minio(s3, self._http)
+        # Blob URLs for readers outside layerfill: signed for the endpoint they reach, which may differ from ours.
+        self._presign_s3 = s3.model_copy(update={"endpoint": presign_endpoint}) if presign_endpoint else s3
+        self._presign_expiry = timedelta(seconds=presign_expiry_s)
+        self._presigner: Minio | None = None
+        self._presign_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DistributionSink(bucket={self.bucket!r}, root={self.root!r})"
@@ -195,6 +194,19 @@ class DistributionSink(Sink):
                     found.setdefault(upload_id, when)
         return found
 
+    def blob_location(self, repository: str, digest: str) -> BlobLocation:
+        """A presigned GET URL of the blob's data object (computed locally: no request to S3); it needs no
+        credentials and expires after `presign_expiry_s`. Every repository shares the data, so `repository` is
+        only checked."""
+        validate_repository(repository)
+        d = Digest.parse(digest, "layer digest")
+        with self._presign_lock:
+            if self._presigner is None:
+                self._presigner = make_minio(self._presign_s3)
+            presigner = self._presigner
+        key = blob_data_key(self.root, d)
+        return BlobLocation(presigner.presigned_get_object(self.bucket, key, expires=self._presign_expiry))
+
     def close(self) -> None:
         if self._http is not None:
             self._http.clear()
@@ -205,7 +217,7 @@ class DistributionSink(Sink):
         """Size of the stored blob data, or None when there is none."""
         return self._stat_size(blob_data_key(self.root, Digest.parse(digest)))
 
-    def read_blob_bytes(self, digest: str, max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> bytes:
+    def read_blob_bytes(self, digest: str, max_bytes: int = MAX_MANIFEST_BYTES) -> bytes:
         """A small blob (a manifest, a config) read whole and verified against its digest.
 
         Raises BlobNotFound, BlobTooLarge (past `max_bytes`) or SinkIntegrityError."""

@@ -1,5 +1,7 @@
-"""The sink a route asks for, built once and shared: one DistributionSink per S3 configuration and one
-RegistrySink per proxy login, so all fetcher workers share their connection pools."""
+"""The one place sinks are built. The sink a route asks for, built once and shared: one DistributionSink per S3
+configuration and one RegistrySink per proxy login, so all fetcher workers share their connection pools; and the
+cache's storage itself for the commands that read it (verify, backfill, the status page, the demo). Nothing
+outside layerfill/sinks/ names a sink's type: callers go through `Sink`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from layerfill.config.settings import S3Settings
 from layerfill.sinks.base import Sink
 from layerfill.sinks.distribution import DEFAULT_PART_SIZE, DistributionSink
 from layerfill.sinks.registry import RegistrySink
+from layerfill.sinks.registry_auth import RegistryAuth
 
 
 def _s3_key(s3: S3Settings) -> Hashable:
@@ -18,16 +21,38 @@ def _s3_key(s3: S3Settings) -> Hashable:
 
 
 class SinkFactory:
-    def __init__(self, *, part_size: int = DEFAULT_PART_SIZE, max_connections: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        max_connections: int = 16,
+        presign_endpoint: str | None = None,
+        presign_expiry_s: int = 3600,
+        registry_auth: RegistryAuth | None = None,
+    ) -> None:
         self.part_size = part_size
         self.max_connections = max_connections
+        # For `Sink.blob_location` (the scanner's layer URLs): the S3 endpoint Clair reaches, how long a URL lives,
+        # and the token cache for proxies that challenge with Bearer.
+        self.presign_endpoint = presign_endpoint
+        self.presign_expiry_s = presign_expiry_s
+        self.registry_auth = registry_auth
         self._sinks: dict[Hashable, Sink] = {}
         self._lock = threading.Lock()
 
     def make(self, route: Route, s3: S3Settings) -> Sink:
         if route.sink == "distribution":
             key: Hashable = ("distribution", _s3_key(s3))
-            return self._get(key, lambda: DistributionSink(s3, self.part_size, max_connections=self.max_connections))
+            return self._get(
+                key,
+                lambda: DistributionSink(
+                    s3,
+                    self.part_size,
+                    max_connections=self.max_connections,
+                    presign_endpoint=self.presign_endpoint,
+                    presign_expiry_s=self.presign_expiry_s,
+                ),
+            )
         if route.sink == "registry":
             if not route.proxy_url:
                 raise ValueError(f"route for {route.registry!r} uses sink 'registry' but sets no proxy_url")
@@ -36,7 +61,11 @@ class SinkFactory:
             return self._get(
                 key,
                 lambda: RegistrySink(
-                    route.proxy_url or "", route.proxy_username, password, max_concurrency=route.max_concurrency
+                    route.proxy_url or "",
+                    route.proxy_username,
+                    password,
+                    max_concurrency=route.max_concurrency,
+                    auth=self.registry_auth,
                 ),
             )
         raise ValueError(f"route for {route.registry!r} names unknown sink {route.sink!r}")
@@ -55,14 +84,6 @@ class SinkFactory:
             sink.close()
 
 
-_default = SinkFactory()
-
-
-def make_sink(route: Route, s3_settings: S3Settings) -> Sink:
-    """The shared sink for `route` (process-wide cache; see SinkFactory for a private one)."""
-    return _default.make(route, s3_settings)
-
-
-def close_sinks() -> None:
-    """Close every sink make_sink has handed out (at shutdown)."""
-    _default.close()
+def cache_storage(s3: S3Settings) -> DistributionSink:
+    """The cache's own storage (distribution's layout in S3), for the commands that list and read it."""
+    return DistributionSink(s3)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from layerfill.oci.reference import Digest, validate_repository
 from layerfill.remote.client import RegistryClient
+from layerfill.remote.credentials import Credentials
 from layerfill.remote.errors import DigestMismatch, NotFound, UpstreamError
 from layerfill.sinks.base import (
+    BlobLocation,
     BlobSource,
     BlobSpec,
     Presence,
@@ -23,6 +25,7 @@ from layerfill.sinks.base import (
     SinkUnavailable,
     StoreResult,
 )
+from layerfill.sinks.registry_auth import RegistryAuth
 
 
 def sink_error(exc: UpstreamError, what: str) -> SinkError:
@@ -46,11 +49,14 @@ class RegistrySink(Sink):
         *,
         max_concurrency: int = 8,
         client: RegistryClient | None = None,
+        auth: RegistryAuth | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("proxy_username and proxy_password must be given together")
         self.proxy_url = proxy_url
         credentials = (username, password) if username is not None and password is not None else None
+        self._reader_credentials = Credentials(*credentials) if credentials else None
+        self._auth = auth or (RegistryAuth() if credentials else None)
         self._client = client or RegistryClient(proxy_url, credentials, max_concurrency=max_concurrency)
 
     def __repr__(self) -> str:
@@ -117,6 +123,15 @@ class RegistrySink(Sink):
             return None
         except UpstreamError as exc:
             raise sink_error(exc, f"manifest {d} of {repository}") from exc
+
+    def blob_location(self, repository: str, digest: str) -> BlobLocation:
+        """The proxy's own `/v2/<repository>/blobs/<digest>`, with an Authorization header when the proxy needs
+        credentials: Basic, or a bearer token from its realm when it challenges with Bearer (registry_auth.py)."""
+        url = f"{self.proxy_url}/v2/{validate_repository(repository)}/blobs/{Digest.parse(digest, 'layer digest')}"
+        if self._reader_credentials is None or self._auth is None:
+            return BlobLocation(url)
+        header = self._auth.header(self.proxy_url, repository, self._reader_credentials)
+        return BlobLocation(url, {"Authorization": [header]})
 
     def close(self) -> None:
         self._client.close()

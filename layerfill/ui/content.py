@@ -42,9 +42,9 @@ class ConfigPlatforms:
 
     def _storage(self):
         if self._sink is None:
-            from layerfill.sinks.distribution import DistributionSink
+            from layerfill.sinks.factory import cache_storage
 
-            self._sink = DistributionSink(self._s3)
+            self._sink = cache_storage(self._s3)
         return self._sink
 
     def close(self) -> None:

@@ -73,6 +73,7 @@ class Upstream:
 class Recorder:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.stores_tags = name == "distribution"  # as the real sinks of that name
         self.manifests: dict[str, bytes] = {}
         self.blobs: dict[str, bytes] = {}
         self.tags: dict[str, str] = {}

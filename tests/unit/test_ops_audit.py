@@ -7,7 +7,10 @@ import json
 
 import pytest
 
+from layerfill.config.routes import Route
+from layerfill.config.settings import Settings
 from layerfill.oci import mediatypes as mt
+from layerfill.oci.walk import WalkRules
 from layerfill.ops.audit import AuditStatus, audit_manifest
 from layerfill.ops.enumerate import StoredManifest, format_position, list_repositories, parse_position, stored_manifests
 from layerfill.sinks.base import Presence, SinkIntegrityError
@@ -178,6 +181,38 @@ def test_index_with_missing_child_and_child_blobs() -> None:
         (arm_layer, "layer", "not_linked"),
     }
     assert a.checked == 1 + 3 + 3  # index, three children, the shared config, two layers
+
+
+def test_a_route_limited_to_one_platform_is_judged_by_its_platforms() -> None:
+    """The fetcher fills only linux/amd64 of an index on such a route: the audit, walked by the same rules,
+    calls that complete; walked by every platform, the arm64 child the fetcher never fetched is missing."""
+    s = FakeStorage()
+    amd, amd_bytes, _ = image(s, REPO, [b"amd-layer"])
+    arm = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}'
+    index = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [
+            desc(mt.OCI_MANIFEST, amd, len(amd_bytes), platform={"os": "linux", "architecture": "amd64"}),
+            desc(mt.OCI_MANIFEST, sha(arm), len(arm), platform={"os": "linux", "architecture": "arm64"}),
+        ],
+    }
+    idx, _ = s.put_manifest(REPO, index)
+    every = audit_manifest(s, REPO, idx)
+    assert (every.status, [m.digest for m in every.missing]) == (AuditStatus.PARTIAL, [sha(arm)])
+    route = Route(registry="cache:5000", upstream_url="http://up:5000", platforms=["linux/amd64"])
+    limited = audit_manifest(s, REPO, idx, rules=Settings(routes=[route]).walk_rules(route))
+    assert (limited.status, limited.missing) == (AuditStatus.COMPLETE, [])
+    assert limited.checked == 1 + 1 + 2  # the index, the amd64 child, its config and layer
+
+
+def test_the_walk_limits_are_the_routes() -> None:
+    s = FakeStorage()
+    d, _, _ = image(s, REPO, [b"1", b"2", b"3"])
+    assert audit_manifest(s, REPO, d, rules=WalkRules(max_entries=3)).status is AuditStatus.COMPLETE
+    too_many = audit_manifest(s, REPO, d, rules=WalkRules(max_entries=2))
+    assert too_many.status is AuditStatus.UNKNOWN
+    assert "cannot be planned" in (too_many.detail or "")
 
 
 def test_enumeration_prefix_tags_and_resume() -> None:

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 from layerfill.config.routes import NoRoute, Route
 from layerfill.config.settings import S3Settings, ScannerSettings, Settings
 from layerfill.consumers.scanner.layers import LayerLocator
-from layerfill.consumers.scanner.registry_auth import RegistryAuth
 from layerfill.oci.reference import InvalidReference
+from layerfill.sinks.registry_auth import RegistryAuth
 
 pytestmark = pytest.mark.unit
 

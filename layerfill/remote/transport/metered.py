@@ -61,10 +61,6 @@ def upstream_reason(reason: str) -> Iterator[None]:
         _reason.reset(token)
 
 
-def current_reason() -> str:
-    return _reason.get()
-
-
 @contextmanager
 def request_kind(kind: str) -> Iterator[None]:
     """Requests sent by this thread inside the block whose path does not tell their kind count as `kind`."""

@@ -1,4 +1,4 @@
-"""The Authorization header Clair sends when it fetches a layer from a proxy registry (registry sink).
+"""The Authorization header a reader outside layerfill (Clair) sends for a blob of a proxy registry (registry sink).
 
 Clair sends the header it is given and does no token dance of its own. A registry that takes Basic credentials
 (distribution with htpasswd) gets them as they are; one that answers `/v2/` with a Bearer challenge (Quay,

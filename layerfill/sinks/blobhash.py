@@ -1,4 +1,4 @@
-"""`verify --deep`: re-hash blob data as stored, streaming, so a corrupted object is found."""
+"""`verify --deep`: re-hash blob data as the cache's storage holds it, streaming, so a corrupted object is found."""
 
 from __future__ import annotations
 
