@@ -20,6 +20,7 @@ from typing import Any
 from layerfill import __version__
 from layerfill.config.routes import Route, find_route
 from layerfill.config.settings import Settings
+from layerfill.kafka.classify import PermanentError
 from layerfill.oci import mediatypes
 from layerfill.oci.manifest import Descriptor
 from layerfill.oci.plan import BlobItem, Plan
@@ -40,7 +41,6 @@ from layerfill.state.records import BlobRecord
 
 from . import metrics
 from .deferral import wait_for_client
-from .errors import PermanentError
 from .leases import BlobLeases
 from .referrers import ReferrerChecker
 from .resolve import ResolvedManifest, resolve_manifest
