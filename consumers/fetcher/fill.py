@@ -36,6 +36,7 @@ from layerfill.remote.blob import BlobStream
 from layerfill.remote.client import RegistryClient
 from layerfill.remote.transport.metered import upstream_reason
 from layerfill.serde import events
+from layerfill.serde.records import ImageCached, LayerCached, ManifestPulled
 from layerfill.sinks.base import BlobSpec, Presence, Sink, StoreResult
 from layerfill.state.records import BlobRecord
 
@@ -64,7 +65,7 @@ class ItemResult:
 
 @dataclass
 class FillResult:
-    event: dict[str, Any]
+    event: ManifestPulled
     route: Route
     plan: Plan
     items: list[ItemResult] = field(default_factory=list)
@@ -76,26 +77,28 @@ class FillResult:
     def fetched_bytes(self) -> int:
         return sum(i.bytes_fetched for i in self.items)
 
-    def layer_cached(self) -> list[dict[str, Any]]:
+    def layer_cached(self) -> list[LayerCached]:
         ev = self.event
         return [
-            events.layer_cached(
-                caused_by=ev["event_id"],
-                registry=ev["registry"],
-                repository=ev["repository"],
-                manifest_digest=i.manifest_digest,
-                digest=i.digest,
-                size=i.size,
-                media_type=i.media_type,
-                kind=i.kind,
-                outcome=i.outcome,
-                bytes_fetched=i.bytes_fetched,
-                occurred_at=self.completed_at,
+            LayerCached.from_avro(
+                events.layer_cached(  # derives the event id, as every LayerCached's
+                    caused_by=ev.event_id,
+                    registry=ev.registry,
+                    repository=ev.repository,
+                    manifest_digest=i.manifest_digest,
+                    digest=i.digest,
+                    size=i.size,
+                    media_type=i.media_type,
+                    kind=i.kind,
+                    outcome=i.outcome,
+                    bytes_fetched=i.bytes_fetched,
+                    occurred_at=self.completed_at,
+                )
             )
             for i in self.items
         ]
 
-    def image_cached(self) -> dict[str, Any]:
+    def image_cached(self) -> ImageCached:
         ev, plan = self.event, self.plan
         manifests = []
         for m in plan.manifests:
@@ -113,12 +116,12 @@ class FillResult:
                 )
             )
         skipped = [events.skipped_item(s.digest, _skip_reason(str(s.reason)), _skip_detail(s)) for s in plan.skipped]
-        return events.image_cached(
-            caused_by=ev["event_id"], registry=ev["registry"], repository=ev["repository"], digest=plan.root_digest,
-            media_type=plan.root.media_type, reference=ev.get("reference"), manifests=manifests, skipped=skipped,
+        return ImageCached.from_avro(events.image_cached(  # derives the event id, as every ImageCached's
+            caused_by=ev.event_id, registry=ev.registry, repository=ev.repository, digest=plan.root_digest,
+            media_type=plan.root.media_type, reference=ev.reference, manifests=manifests, skipped=skipped,
             total_bytes=plan.total_bytes, fetched_bytes=self.fetched_bytes, started_at=self.started_at,
             completed_at=self.completed_at, referrers=self.referrers,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def blob_records(self) -> list[BlobRecord]:
         return [
@@ -191,7 +194,7 @@ class Resources:
 class FillContext:
     """What every step of one fill needs: the event, its route, where to read and write, and why."""
 
-    event: dict[str, Any]
+    event: ManifestPulled
     route: Route
     client: RegistryClient
     sink: Sink
@@ -200,7 +203,7 @@ class FillContext:
 
     @property
     def repository(self) -> str:
-        return str(self.event["repository"])
+        return self.event.repository
 
     @property
     def upstream_repository(self) -> str:
@@ -209,12 +212,7 @@ class FillContext:
     @property
     def pulled_at(self) -> float:
         """When the client pulled the manifest (epoch s); now when the event does not say."""
-        when = self.event.get("occurred_at")
-        if isinstance(when, datetime):
-            return when.timestamp()
-        if isinstance(when, int | float) and not isinstance(when, bool):
-            return float(when) / 1000.0  # Avro timestamp-millis without its logical type
-        return time.time()
+        return self.event.occurred_at.timestamp()
 
 
 class ImageFiller:
@@ -235,25 +233,26 @@ class ImageFiller:
         self.referrers = referrers
 
     @staticmethod
-    def validate(event: dict[str, Any]) -> None:
+    def validate(event: ManifestPulled) -> None:
         """Every field the fill uses, known good (InvalidReference naming the bad one otherwise): a producer that
-        skipped validation, or a hand-written record, gets a dead letter, never a request or a storage key."""
-        validate_registry(event["registry"])
-        validate_repository(event["repository"])
-        validate_digest(event["digest"])
-        if event.get("reference") is not None:
-            validate_tag_or_digest(event["reference"])
-        media_type = event.get("media_type")
+        skipped validation, or a hand-written record, gets a dead letter, never a request or a storage key. The
+        stage calls it once, in triage, before the state DB or a log line sees the event's fields."""
+        validate_registry(event.registry)
+        validate_repository(event.repository)
+        validate_digest(event.digest)
+        if event.reference is not None:
+            validate_tag_or_digest(event.reference)
+        media_type = event.media_type
         if media_type is not None and not (mediatypes.is_manifest(media_type) or mediatypes.is_index(media_type)):
             raise InvalidReference("media_type", media_type, "not an image manifest or index type")
 
-    def route_for(self, event: dict[str, Any]) -> Route:
-        self.validate(event)
-        return find_route(self.settings.routes, event["registry"], event["repository"])
+    def route_for(self, event: ManifestPulled) -> Route:
+        return find_route(self.settings.routes, event.registry, event.repository)
 
     # -- the steps: route -> resolve -> plan + manifests -> blobs -> result ---------------------------
 
-    def fill(self, event: dict[str, Any], reason: str = "fill") -> FillResult:
+    def fill(self, event: ManifestPulled, reason: str = "fill") -> FillResult:
+        """Make the pulled image complete; `event` was validated (`validate`) by the caller."""
         route = self.route_for(event)
         ctx = FillContext(event, route, self.resources.client(route), self.resources.sink(route), reason)
         with upstream_reason(reason):
@@ -279,13 +278,13 @@ class ImageFiller:
     def resolve_root(self, ctx: FillContext) -> ResolvedManifest:
         """The pulled manifest: from the event, else the cache's copy (the proxy has just stored it), else the
         upstream."""
-        digest = ctx.event["digest"]
+        digest = ctx.event.digest
         resolved = resolve_manifest(
             digest,
             cache=lambda: ctx.sink.read_manifest(ctx.repository, digest),
             upstream=lambda: ctx.client.get_manifest(ctx.upstream_repository, digest),
-            event_bytes=ctx.event.get("manifest"),
-            event_media_type=ctx.event.get("media_type"),
+            event_bytes=ctx.event.manifest,
+            event_media_type=ctx.event.media_type,
         )
         metrics.MANIFEST_SOURCES.labels(ctx.route.label, resolved.source).inc()
         return resolved

@@ -45,6 +45,7 @@ from layerfill.oci.referrers import (
 )
 from layerfill.remote.blob import BlobStream
 from layerfill.remote.client import RegistryClient
+from layerfill.serde.records import ManifestPulled
 from layerfill.sinks.base import BlobSpec, Sink
 from layerfill.state.referrer_checks import ReferrerChecks
 from layerfill.state.store import StateStore
@@ -285,28 +286,29 @@ class ReferrerChecker:
         self._claimed: LRUCache[ImageKey, tuple[float, float]] = LRUCache(maxsize=100_000)
         self._lock = threading.Lock()
 
-    def after_fill(self, route: Route, client: RegistryClient, sink: Sink, event: dict[str, Any],
+    def after_fill(self, route: Route, client: RegistryClient, sink: Sink, event: ManifestPulled,
                    upstream_repo: str, subjects: list[str]) -> dict[str, Any] | None:  # fmt: skip
         """Check the image just completed; the ImageCached `referrers` value (None: the route follows none)."""
         if not route.referrers.enabled:
             return None
-        key: ImageKey = (event["registry"], event["repository"], event["digest"])
+        key: ImageKey = (event.registry, event.repository, event.digest)
         with self._lock:
             self._claimed[key] = (self.clock(), route.referrers.recheck_interval_s)
         # No memory of earlier checks: a fill (first, backfill, repair) verifies every artifact in storage.
         result = self._sync(key, route, client, sink, upstream_repo, subjects, None, trigger="fill")
         return result.event_value()
 
-    def due(self, settings_routes: list[Route], event: dict[str, Any]) -> bool:
+    def due(self, settings_routes: list[Route], event: ManifestPulled) -> bool:
         """Cheap (poll thread): whether a pull of this complete image should look for new artifacts; claims it
         so the same image is not checked twice at once."""
-        key: ImageKey = (event["registry"], event["repository"], event["digest"])
+        key: ImageKey = (event.registry, event.repository, event.digest)
         now = self.clock()
-        claimed = self._claimed.get(key)  # a racy read is fine: the decision below is taken under the lock
+        with self._lock:  # an LRU read reorders the cache: never outside the lock (worker threads write it)
+            claimed = self._claimed.get(key)
         if claimed is not None and now - claimed[0] < claimed[1]:
             return False
         try:
-            route = find_route(settings_routes, event["registry"], event["repository"])
+            route = find_route(settings_routes, event.registry, event.repository)
         except Exception:
             return False
         interval = route.referrers.recheck_interval_s
@@ -320,11 +322,11 @@ class ReferrerChecker:
             self._claimed[key] = (now, interval)
         return True
 
-    def recheck(self, route: Route, client: RegistryClient, sink: Sink, event: dict[str, Any],
+    def recheck(self, route: Route, client: RegistryClient, sink: Sink, event: ManifestPulled,
                 upstream_repo: str) -> None:  # fmt: skip
         """A later pull's check (worker thread): skipped if the state DB says another process checked within
         the interval; otherwise HEADs for what is known, GETs for what moved or is new."""
-        key: ImageKey = (event["registry"], event["repository"], event["digest"])
+        key: ImageKey = (event.registry, event.repository, event.digest)
         previous = self._previous(key)
         if previous is not None and self.checks is not None:
             age = self.clock() - previous[0]
@@ -333,7 +335,7 @@ class ReferrerChecker:
                     self._claimed[key] = (self.clock() - age, route.referrers.recheck_interval_s)
                 CHECKS.labels("pull", "not_due").inc()
                 return
-        subjects = (previous[1].subjects if previous is not None else None) or [event["digest"]]
+        subjects = (previous[1].subjects if previous is not None else None) or [event.digest]
         self._sync(key, route, client, sink, upstream_repo, subjects, previous, trigger="pull")
 
     def _previous(self, key: ImageKey) -> tuple[float, Memory] | None:

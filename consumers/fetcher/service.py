@@ -154,7 +154,7 @@ class FetcherService(Stage[ManifestPulled]):
     def _completed(self, r: FillResult) -> Callable[[], None]:
         """Once the image's events are committed, the state DB says it is complete."""
 
-        ev: ManifestPulled = r.event  # type: ignore[assignment]  # fill.py still names it a dict
+        ev = r.event
 
         def after() -> None:
             key = _key(ev)
@@ -165,10 +165,12 @@ class FetcherService(Stage[ManifestPulled]):
         return after
 
     def _emit(self, result: FillResult) -> list[OutRecord]:
-        ev: ManifestPulled = result.event  # type: ignore[assignment]
+        ev = result.event
         key = repository_key(ev.registry, ev.repository)
         lc, ic = self.topics.layer_cached.name, self.topics.image_cached.name
         hdr = [("layerfill.caused_by", ev.event_id.encode())]
-        recs = [OutRecord(lc, key, self.codec.encode("LayerCached", v, lc), hdr) for v in result.layer_cached()]
-        recs.append(OutRecord(ic, key, self.codec.encode("ImageCached", result.image_cached(), ic), hdr))
+        recs = [
+            OutRecord(lc, key, self.codec.encode("LayerCached", v.to_avro(), lc), hdr) for v in result.layer_cached()
+        ]
+        recs.append(OutRecord(ic, key, self.codec.encode("ImageCached", result.image_cached().to_avro(), ic), hdr))
         return recs

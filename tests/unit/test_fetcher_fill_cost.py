@@ -17,6 +17,8 @@ import pytest
 from layerfill.config.settings import Settings
 from layerfill.consumers.fetcher.fill import ImageFiller, Resources
 from layerfill.oci.digest import digest_of
+from layerfill.serde import events
+from layerfill.serde.records import ManifestPulled
 from layerfill.sinks.base import BlobSource, BlobSpec, Presence, Sink, StoreResult
 from tests.unit.registry_fake import FakeRegistry
 
@@ -102,9 +104,18 @@ def _filler(reg: FakeRegistry, sink: MemorySink, **cost: float) -> ImageFiller:
     return ImageFiller(settings, Resources(settings, lambda _r: sink), ThreadPoolExecutor(4))
 
 
-def _event(digest: str, pulled_at: datetime | None = None) -> dict[str, Any]:
-    return {"event_id": "e1", "registry": "cache.test:5000", "repository": REPO, "digest": digest,
-            "media_type": OCI, "occurred_at": pulled_at or datetime.now(UTC), "source": "distribution"}  # fmt: skip
+def _event(digest: str, pulled_at: datetime | None = None) -> ManifestPulled:
+    return ManifestPulled.from_avro(
+        events.manifest_pulled(
+            event_id="e1",
+            source="distribution",
+            registry="cache.test:5000",
+            repository=REPO,
+            digest=digest,
+            media_type=OCI,
+            occurred_at=pulled_at or datetime.now(UTC),
+        )
+    )
 
 
 def _blob_gets(reg: FakeRegistry) -> list[str]:
