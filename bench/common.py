@@ -32,9 +32,11 @@ import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from layerfill.kafka.keys import repository_key
+from layerfill.kafka.keys import DIGEST_HEADER
+from layerfill.producers.publisher import manifest_pulled_record
 from layerfill.serde import events
 from layerfill.serde.codec import EventCodec
+from layerfill.serde.records import ManifestPulled
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -194,20 +196,22 @@ def devstack_codec() -> EventCodec:
 
 # -- bulk producing -------------------------------------------------------------------------------------------
 def produce_pulls(bootstrap: str, topic: str, images: list[tuple[str, str, str]], count: int,
-                  codec: EventCodec | None = None) -> float:  # fmt: skip
+                  codec: EventCodec | None = None, *, digest_header: bool = True) -> float:  # fmt: skip
     """`count` ManifestPulled events cycling over (registry, repository, digest), with a plain idempotent
-    producer (no per-event acknowledgement wait). Returns seconds taken."""
+    producer (no per-event acknowledgement wait), each record as the product's producers write it
+    (layerfill.producers.publisher), or without the digest header (`digest_header=False`: an older producer's
+    record, which the fetcher must decode). Returns seconds taken."""
     codec = codec or devstack_codec()
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
                   "batch.num.messages": 10000, "compression.type": "zstd"})  # fmt: skip
     start = time.monotonic()
     now = events.utc_now()
     for i, value in enumerate(_pull_values(images, count, now)):
-        reg, repo = value["registry"], value["repository"]
-        data = codec.encode("ManifestPulled", value, topic)
+        rec = manifest_pulled_record(codec, topic, ManifestPulled.from_avro(value))
+        headers = [h for h in rec.headers if digest_header or h[0] != DIGEST_HEADER]
         while True:
             try:
-                p.produce(topic, value=data, key=repository_key(reg, repo))
+                p.produce(topic, value=rec.value, key=rec.key, headers=headers)
                 break
             except BufferError:
                 p.poll(0.05)

@@ -10,7 +10,7 @@ from typing import Any
 
 from layerfill.config.settings import Settings, load_settings
 from layerfill.kafka.deadletter import dead_letter, dlq_headers
-from layerfill.kafka.keys import repository_key
+from layerfill.kafka.keys import DIGEST_HEADER, SOURCE_HEADER, repository_key
 from layerfill.kafka.producer import Delivered, EventProducer, OutRecord
 from layerfill.oci import mediatypes
 from layerfill.oci.digest import digest_of
@@ -89,12 +89,17 @@ class Publisher:
 
 
 def manifest_pulled_record(codec: EventCodec, topic: str, ev: PullEvent) -> OutRecord:
-    """The ManifestPulled record of `ev`, as every producer publishes it (also inside a Kafka transaction)."""
+    """The ManifestPulled record of `ev`, as every producer publishes it (also inside a Kafka transaction). The
+    digest and source headers let the fetcher triage a repeat pull without decoding (layerfill.kafka.keys)."""
     return OutRecord(
         topic=topic,
         key=repository_key(ev.registry, ev.repository),
         value=codec.encode(RECORD, ev.to_avro(), topic),
-        headers=[("layerfill.event_id", ev.event_id.encode()), ("layerfill.source", ev.source.encode())],
+        headers=[
+            ("layerfill.event_id", ev.event_id.encode()),
+            (SOURCE_HEADER, ev.source.encode()),
+            (DIGEST_HEADER, ev.digest.encode()),
+        ],
     )
 
 

@@ -298,6 +298,13 @@ class ReferrerChecker:
         result = self._sync(key, route, client, sink, upstream_repo, subjects, None, trigger="fill")
         return result.event_value()
 
+    def might_be_due(self, key: ImageKey) -> bool:
+        """Cheap, claims nothing: False only when this process checked the image within its interval (or its
+        route never checks), so a repeat pull can be answered without decoding its event."""
+        with self._lock:
+            claimed = self._claimed.get(key)
+        return claimed is None or self.clock() - claimed[0] >= claimed[1]
+
     def due(self, settings_routes: list[Route], event: ManifestPulled) -> bool:
         """Cheap (poll thread): whether a pull of this complete image should look for new artifacts; claims it
         so the same image is not checked twice at once."""

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from confluent_kafka import Message
 
 from layerfill.config.settings import Settings
-from layerfill.kafka.keys import repository_key
+from layerfill.kafka.keys import image_from_headers, image_key, repository_key, split_image_key
 from layerfill.kafka.known import KnownSet
 from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.retry import read_retry_headers
@@ -45,6 +45,10 @@ def _key(ev: ManifestPulled) -> ImageKey:
     return (ev.registry, ev.repository, ev.digest)
 
 
+def _image(ev: ManifestPulled) -> bytes:
+    return image_key(ev.registry, ev.repository, ev.digest)
+
+
 def _reason(event: ManifestPulled, retry_attempt: int, attempt: int) -> str:
     """Why the upstream is asked (the metrics' `reason`): a backfill or `verify --repair` event (source
     `backfill`), a repair (a retried fill completing what a failed attempt left), or a fill after a client's pull."""
@@ -71,7 +75,8 @@ class FetcherService(Stage[ManifestPulled]):
         self.filler = ImageFiller(
             settings, self.resources, self.blob_pool, self.leases, lambda: self.loop.stopping, self.referrers
         )
-        # Images known complete: repeated pulls of popular images never reach the database.
+        # Images known complete (as layerfill.kafka.keys.image_key): repeated pulls of popular images never reach
+        # the database, and when their records carry the digest header they are not even decoded.
         self.known_complete = KnownSet(maxsize=100_000)
 
     @property
@@ -84,18 +89,33 @@ class FetcherService(Stage[ManifestPulled]):
         self.resources.close()
 
     # -- the stage -----------------------------------------------------------------------------------
+    def pretriage(self, m: Message, batch: Batch) -> Outcome | None:
+        """A repeat pull of an image known complete, told by the record's key and headers without decoding it
+        (a record without the headers, a backfill, or an image whose artifacts are due a recheck is decoded)."""
+        found = image_from_headers(m.key(), m.headers())
+        if found is None:
+            return None
+        image, source = found
+        if source == b"backfill" or image not in self.known_complete:
+            return None
+        if self.referrers.might_be_due(split_image_key(image)):
+            return None  # the recheck needs the event: decoded, triage claims it
+        batch.repeats["already_complete"] += 1
+        return _ALREADY_COMPLETE
+
     def triage(self, m: Message, ev: ManifestPulled, batch: Batch) -> Triaged:
-        """Repeats of complete images and duplicates within the batch; invalid events raise (dead-lettered)."""
-        key = _key(ev)
+        """Repeats of complete images and events for an image already in flight; invalid events raise
+        (dead-lettered)."""
         # Backfill and `verify --repair` events exist because storage may disagree with what this process or the
         # state DB believes: they always go to the filler, which checks every blob in storage.
-        if key in self.known_complete and ev.source != "backfill":
+        if ev.source != "backfill" and _image(ev) in self.known_complete:
             # The key matched one validated before, and nothing else of the event is used: the firehose skips
             # validation (it cost as much as the decode).
             batch.repeats["already_complete"] += 1
             return self._already_complete(ev)
         self.filler.validate(ev)  # before the state DB or a log line sees its fields
-        if not batch.first(key):
+        if not batch.first(_key(ev)):
+            # Another event for this image is being handled: its outcome covers this one.
             batch.repeats["duplicate_in_batch"] += 1
             return _DUPLICATE_IN_BATCH
         return None
@@ -111,7 +131,7 @@ class FetcherService(Stage[ManifestPulled]):
         extra = {"event_id": ev.event_id, "repository": ev.repository, "digest": ev.digest}
         try:
             if ev.source != "backfill" and self.state.is_complete(*key):
-                self.known_complete.add(key)
+                self.known_complete.add(_image(ev))
                 metrics.EVENTS.labels("already_complete").inc()
                 done = self._already_complete(ev)
                 return done if isinstance(done, Outcome) else done()
@@ -160,7 +180,7 @@ class FetcherService(Stage[ManifestPulled]):
             key = _key(ev)
             self.safe_state(self.state.mark_complete, *key, total_bytes=r.plan.total_bytes,
                             fetched_bytes=r.fetched_bytes, blobs=r.blob_records(), event_id=ev.event_id)  # fmt: skip
-            self.known_complete.add(key)
+            self.known_complete.add(_image(ev))
 
         return after
 

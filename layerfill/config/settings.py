@@ -134,6 +134,10 @@ class StageSettings(BaseModel):
     batch_size: int = Field(500, ge=1)
     max_poll_interval_ms: int = Field(900_000, ge=10_000)
     max_inflight_images: int = Field(16, ge=1)  # events handled at once per process
+    # Finished outcomes commit at most this often (one transaction each time); records of a partition consumed and
+    # not committed beyond max_pending pause it (a slow image at its head holds the rest of it back).
+    commit_interval_s: float = Field(0.1, ge=0)
+    max_pending: int = Field(1000, ge=1)
     attempts_in_process: int = Field(3, ge=1)
     retry_delays_s: list[float] = Field(default_factory=lambda: [30.0, 120.0, 600.0])  # the retry topic's delays
     health_port: int | None = None

@@ -1,7 +1,47 @@
-"""Record keys: one repository stays on one partition, so its events are processed in order."""
+"""Record keys, and the headers that name a ManifestPulled's image so a stage can triage it without decoding.
+
+Keys: one repository stays on one partition, so its events are processed in order. Headers: producers
+(layerfill.producers.publisher) set the image's digest and the event's source next to the repository key; the
+fetcher answers a repeat pull of an image it knows complete from those alone (issue 19: Avro decoding was most of
+the firehose's time). They are the producer's statement about the body it wrote; a record without them (older
+producers, other tools) is decoded as before."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+DIGEST_HEADER = "layerfill.digest"
+SOURCE_HEADER = "layerfill.source"
 
 
 def repository_key(registry: str, repository: str) -> bytes:
     return f"{registry}/{repository}".encode()
+
+
+def image_key(registry: str, repository: str, digest: str) -> bytes:
+    """One image of one registry, as bytes: what a record's key and digest header make without decoding."""
+    return f"{registry}/{repository}@{digest}".encode()
+
+
+def split_image_key(key: bytes) -> tuple[str, str, str]:
+    """(registry, repository, digest) of an `image_key`."""
+    name, _, digest = key.decode().rpartition("@")
+    registry, _, repository = name.partition("/")
+    return registry, repository, digest
+
+
+def image_from_headers(
+    key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
+) -> tuple[bytes, bytes] | None:
+    """(image_key, source) from a record's key and headers, or None when they do not name its image."""
+    if not key or not headers:
+        return None
+    digest = source = None
+    for name, value in headers:
+        if name == DIGEST_HEADER:
+            digest = value
+        elif name == SOURCE_HEADER:
+            source = value
+    if not digest or source is None:
+        return None
+    return key + b"@" + digest, source

@@ -12,12 +12,14 @@ Whatever a stage records about an event (the state DB, caches the loop consults)
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter as Tally
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,7 +31,7 @@ from layerfill.kafka.classify import describe, is_transient
 from layerfill.kafka.failures import dead_letter_record, retry_record
 from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.retry import RetryInfo, in_process_pause, next_step, read_retry_headers
-from layerfill.kafka.txloop import LoopConfig, LoopMetrics, Outcome, TransactionalLoop
+from layerfill.kafka.txloop import Job, LoopConfig, LoopMetrics, Outcome, TransactionalLoop
 from layerfill.serde.codec import EventCodec
 from layerfill.serde.records import Record
 from layerfill.wiring import make_codec
@@ -65,7 +67,10 @@ class StageMetrics:
                 f"layerfill_{stage}_dead_letters_total", "Events dead-lettered, by error class", ["error_class"]
             ),
             retries=Counter(f"layerfill_{stage}_retries_total", "Attempts that failed and were retried", ["where"]),
-            batch_seconds=Histogram(f"layerfill_{stage}_batch_seconds", "Consume-process-commit time of one batch"),
+            batch_seconds=Histogram(
+                f"layerfill_{stage}_batch_seconds",
+                "Per transaction: from consuming the oldest record it commits to the commit",
+            ),
             lag=Gauge(
                 f"layerfill_{stage}_consumer_lag",
                 "Messages behind the partition end, per assigned partition",
@@ -74,19 +79,48 @@ class StageMetrics:
         )
 
 
+class InFlight:
+    """Keys of events handed to the pool and not committed yet (thread-safe): a second event for the same key
+    while the first is in flight is a duplicate. A key is released once its outcome is committed (after the
+    stage's own after-commit step, which records it as done), or when uncommitted work is discarded."""
+
+    def __init__(self) -> None:
+        self._keys: set[Hashable] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, key: Hashable) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def release(self, key: Hashable) -> None:
+        with self._lock:
+            self._keys.discard(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 @dataclass
 class Batch:
-    """Triage's view of the batch in hand: what it has seen, and the repeats it answered (counted once per batch:
-    a labelled inc() per event cost as much as decoding it)."""
+    """Triage's view of the records in hand: the stage's in-flight keys, the key the current record claimed, and
+    the repeats triage answered (counted once per batch: a labelled inc() per event cost as much as decoding)."""
 
-    seen: set[Hashable] = field(default_factory=set)
+    inflight: InFlight
+    claimed: Hashable | None = None
     repeats: Tally[str] = field(default_factory=Tally)
 
     def first(self, key: Hashable) -> bool:
-        """True the first time `key` is seen in this batch."""
-        if key in self.seen:
+        """True if no event with `key` is in flight; the current record then holds it until it is committed."""
+        if not self.inflight.claim(key):
             return False
-        self.seen.add(key)
+        self.claimed = key
         return True
 
 
@@ -139,6 +173,7 @@ class Stage(ABC, Generic[E]):
         self.stage_metrics = metrics
         self.log = log
         self.pool = ThreadPoolExecutor(cfg.max_inflight_images, thread_name_prefix=pool_prefix)
+        self.inflight = InFlight()
         self.loop = TransactionalLoop(
             settings.kafka,
             LoopConfig(
@@ -150,13 +185,20 @@ class Stage(ABC, Generic[E]):
                 batch_size=cfg.batch_size,
                 max_poll_interval_ms=cfg.max_poll_interval_ms,
                 health_port=cfg.health_port,
+                commit_interval_s=cfg.commit_interval_s,
+                max_pending=cfg.max_pending,
             ),
             self.process,
             metrics=LoopMetrics(batch_seconds=metrics.batch_seconds, lag=metrics.lag),
             logger=log,
+            on_discard=self.inflight.clear,
         )
 
     # -- what a stage is -----------------------------------------------------------------------------
+    def pretriage(self, m: Message, batch: Batch) -> Outcome | None:
+        """Before decoding: an outcome decided from the record's key and headers alone, or None to decode it."""
+        return None
+
     @abstractmethod
     def triage(self, m: Message, ev: E, batch: Batch) -> Triaged:
         """Cheap decisions in the loop's thread; an exception dead-letters the record at once."""
@@ -188,29 +230,60 @@ class Stage(ABC, Generic[E]):
         self.close()
 
     # -- one batch -----------------------------------------------------------------------------------
-    def process(self, msgs: Sequence[Message]) -> list[Outcome]:
-        """The loop's batch handler: `msgs` are due, in order; one Outcome per message."""
-        batch = Batch()
-        jobs: list[Outcome | Future[Outcome]] = []
+    def process(self, msgs: Sequence[Message]) -> list[Job]:
+        """The loop's handler: `msgs` are due, in order; one outcome, or the pool's future of one, per message."""
+        batch = Batch(self.inflight)
+        jobs: list[Job] = []
         for m in msgs:
+            batch.claimed = None
             try:
+                early = self.pretriage(m, batch)
+                if early is not None:
+                    jobs.append(early)
+                    continue
                 record, value = self.codec.decode(m.value())
                 if record != self.event_type.RECORD:
                     raise ValueError(f"expected a {self.event_type.RECORD} record, got {record}")
                 ev = self.event_type.from_avro(value)
                 triaged = self.triage(m, ev, batch)
             except Exception as exc:
+                if batch.claimed is not None:
+                    self.inflight.release(batch.claimed)
                 jobs.append(self.dead_letter(m, exc, attempts=1))
                 continue
-            if triaged is None:
-                jobs.append(self.pool.submit(self.handle, m, ev))
-            elif isinstance(triaged, Outcome):
-                jobs.append(triaged)
+            work = functools.partial(self.handle, m, ev) if triaged is None else triaged
+            key = batch.claimed
+            if isinstance(work, Outcome):
+                jobs.append(work if key is None else self._releasing(key, work))
+            elif key is None:
+                jobs.append(self.pool.submit(work))
             else:
-                jobs.append(self.pool.submit(triaged))
+                jobs.append(self.pool.submit(self._releasing, key, work))
         for label, n in batch.repeats.items():
             self.stage_metrics.events.labels(label).inc(n)
-        return [j if isinstance(j, Outcome) else j.result() for j in jobs]
+        return jobs
+
+    def _releasing(self, key: Hashable, work: Outcome | Callable[[], Outcome]) -> Outcome:
+        """`work`'s outcome, releasing `key` once it is committed (after its own after-commit step)."""
+        try:
+            out = work if isinstance(work, Outcome) else work()
+        except BaseException:
+            self.inflight.release(key)
+            raise
+        if out.quiet:
+            # Nothing to record once committed, and a quiet outcome must stay quiet (it costs no transaction).
+            self.inflight.release(key)
+            return out
+        step = out.after_commit
+
+        def after() -> None:
+            try:
+                if step is not None:
+                    step()
+            finally:
+                self.inflight.release(key)
+
+        return Outcome(records=out.records, label=out.label, after_commit=after)
 
     # -- attempts ------------------------------------------------------------------------------------
     def retry_in_process(self, attempt: Callable[[int, bool], T], *, extra: dict[str, Any]) -> T:

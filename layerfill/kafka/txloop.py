@@ -1,16 +1,21 @@
-"""The exactly-once loop of every consumer stage: consume a batch, let the stage turn it into outcomes, and commit
-the outcomes' records together with the consumed offsets in one Kafka transaction.
+"""The exactly-once loop of every consumer stage: consume records, let the stage turn each into an outcome (now,
+or later on its pool), and commit outcomes' records together with the consumed offsets in Kafka transactions.
 
-An input offset is committed only with the outcome of its event (the stage's outputs, a retry, a dead letter).
-A crash or an aborted transaction before the commit means the batch is consumed again, so stages must be
-idempotent. Records on the stage's retry topic are held back until the time in their due header: the loop
-pauses that partition, seeks back to the record, and resumes it when it is due (a delayed queue).
+An input offset is committed only with the outcome of its event (the stage's outputs, a retry, a dead letter), and
+a partition's offsets only in order: a record's outcome is committed once every earlier record of its partition
+has one. Within that rule nothing waits for a batch: the loop keeps consuming while the stage's pool works, and
+commits what is finished every `commit_interval_s` (issue 19: a batch that waited for its slowest image held every
+other image's commit and the next batch back, so 4 processes gave x2.79 of one). A partition with
+`max_pending` records consumed and not yet committed is paused until it drains to half of that, so memory is
+bounded by settings whatever an image takes. A crash or an aborted transaction means everything not committed is
+consumed again, so stages must be idempotent. Records on the stage's retry topic are held back until the time in
+their due header: the loop pauses that partition, seeks back to the record, and resumes it when it is due.
 
 Side effects that must only happen once the outputs are committed (state DB updates) go in an outcome's
 `after_commit`.
 
-Offsets of batches that emit nothing and need no after-commit step (repeats of events already handled) are
-committed at most every QUIET_COMMIT_INTERVAL_S, when the topics run dry, or with the next batch that emits
+Offsets of records that emit nothing and need no after-commit step (repeats of events already handled) are
+committed at most every QUIET_COMMIT_INTERVAL_S, when the topics run dry, or with the next outcome that emits
 something: a transaction costs ~10 ms of broker round trips, which per 500 repeats was a third of the fetcher's
 firehose time (bench/firehose.py, cProfile). A crash before that commit redelivers the repeats, which emit
 nothing again."""
@@ -22,7 +27,9 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +43,7 @@ from layerfill.kafka.retry import read_retry_headers
 from layerfill.observability.http import serve_health
 
 QUIET_COMMIT_INTERVAL_S = 1.0
+WAIT_S = 0.05  # how long a consume waits while work is in flight: bounds how late a finished outcome is seen
 TRANSACTION_TIMEOUT_MS = 60_000  # kafka.extra["transaction.timeout.ms"] overrides it
 # A transaction still not committed after this many transaction timeouts is stuck: the coordinator has aborted it
 # long ago, and librdkafka can block in send_offsets_to_transaction past its own timeout once the coordinator's
@@ -43,6 +51,8 @@ TRANSACTION_TIMEOUT_MS = 60_000  # kafka.extra["transaction.timeout.ms"] overrid
 # then exits (EXIT_STUCK) so that it is restarted; nothing of the batch was committed, so it is consumed again.
 STUCK_AFTER_TIMEOUTS = 2
 EXIT_STUCK = 75  # EX_TEMPFAIL
+
+TP = tuple[str, int]
 
 
 @dataclass
@@ -58,6 +68,10 @@ class Outcome:
         return not self.records and self.after_commit is None
 
 
+# What the stage gives back for one record: its outcome now, or the pool's future of it.
+Job = Outcome | Future[Outcome]
+
+
 class FatalError(RuntimeError):
     """The loop cannot go on (fenced by another instance, a fatal consumer error): the process should exit."""
 
@@ -69,18 +83,26 @@ class LoopConfig:
     transactional_id: str  # unique per running process, stable across its restarts
     topics: Sequence[str]
     retry_topic: str | None  # records here wait for their due header
-    batch_size: int = 500
+    batch_size: int = 500  # records taken per consume
     max_poll_interval_ms: int = 900_000
     health_port: int | None = None
+    # Finished outcomes are committed at most this often: one transaction (~10 ms) per finished image would cost
+    # more than it saves on a busy stage; 0 commits each as soon as it is seen.
+    commit_interval_s: float = 0.1
+    max_pending: int = 1000  # records consumed and not committed, per partition, before it is paused
 
 
 @dataclass(frozen=True)
 class LoopMetrics:
-    batch_seconds: Histogram | None = None
+    batch_seconds: Histogram | None = None  # per transaction: the oldest record's consume -> commit
     lag: Gauge | None = None  # labels: topic, partition
 
 
-BatchHandler = Callable[[list[Message]], list[Outcome]]
+BatchHandler = Callable[[list[Message]], Sequence[Job]]
+
+
+def _done(job: Job) -> bool:
+    return isinstance(job, Outcome) or job.done()
 
 
 class TransactionalLoop:
@@ -92,9 +114,13 @@ class TransactionalLoop:
         *,
         metrics: LoopMetrics | None = None,
         logger: logging.Logger | None = None,
+        on_discard: Callable[[], None] | None = None,
     ) -> None:
+        """`handle` gets records in order and returns one job per record; `on_discard` is told when outcomes not
+        committed were dropped (an aborted transaction): their records are consumed again."""
         self.config = config
         self.handle = handle
+        self.on_discard = on_discard
         self.metrics = metrics or LoopMetrics()
         self.log = logger or logging.getLogger(f"layerfill.{config.stage}")
         stats_ms = kafka.statistics_interval_ms
@@ -130,13 +156,20 @@ class TransactionalLoop:
                 stats_ms,
             )
         )
-        self.paused: dict[tuple[str, int], int] = {}
+        self.paused: dict[TP, int] = {}  # retry-topic partitions waiting for a record's due time
         self._stop = threading.Event()
         self._ready = False
         self._fatal: str | None = None
         self._last_lag = 0.0
-        self._quiet_offsets: dict[tuple[str, int], int] = {}
-        self._quiet_since = 0.0
+        # Consumed and not committed: per partition, in offset order, (next offset, job, consumed at).
+        self._pending: dict[TP, deque[tuple[int, Job, float]]] = {}
+        self._full: set[TP] = set()  # paused because max_pending of their records are not committed
+        # Finished, in partition order, not yet committed: the outcomes that do something, and the offsets.
+        self._outcomes: list[Outcome] = []
+        self._offsets: dict[TP, int] = {}
+        self._oldest: float | None = None  # when the oldest of those was consumed
+        self._finished_since = 0.0  # when the first of those was seen finished
+        self._last_commit = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -144,7 +177,7 @@ class TransactionalLoop:
         return self._stop.is_set()
 
     def stop(self, *_: Any) -> None:
-        """Graceful: the batch in hand finishes and commits; nothing new is started."""
+        """Graceful: what was started finishes and commits; nothing new is started."""
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
@@ -164,15 +197,12 @@ class TransactionalLoop:
                 self._resume_due()
                 msgs = self._next_batch()
                 if msgs:
-                    if self.metrics.batch_seconds is not None:
-                        with self.metrics.batch_seconds.time():
-                            self.process_batch(msgs)
-                    else:
-                        self.process_batch(msgs)
-                elif self._quiet_offsets:
-                    self._commit([], {})
+                    self.process_batch(msgs)
+                else:
+                    # Topics dry (or everything paused): commit what is finished, repeats included.
+                    self.flush(force=not self.in_flight)
                 self._report_lag()
-            self._commit([], {})
+            self.drain()
         except FatalError as exc:
             self._fatal = str(exc)
             raise
@@ -183,43 +213,68 @@ class TransactionalLoop:
                 on_close()
             self.log.info(f"{cfg.stage} stopped")
 
+    @property
+    def in_flight(self) -> int:
+        """Records consumed whose outcome is not committed yet."""
+        return sum(len(q) for q in self._pending.values())
+
     def _next_batch(self) -> list[Message]:
         """Up to batch_size records, as soon as there are any. consume(n, timeout) waits out its whole timeout
         unless n records arrive, which held a lone event up to 0.5 s (bench/latency.py): wait for one record,
-        then take what is already fetched."""
+        then take what is already fetched. While work is in flight the wait is short, so that finished
+        outcomes are committed soon."""
         size = self.config.batch_size
         msgs = self.consumer.consume(num_messages=size, timeout=0)
         if msgs:
             return msgs
-        msgs = self.consumer.consume(num_messages=1, timeout=0.5)
+        msgs = self.consumer.consume(num_messages=1, timeout=WAIT_S if self.in_flight else 0.5)
         if msgs and size > 1:
             msgs += self.consumer.consume(num_messages=size - 1, timeout=0)
         return msgs
 
-    # -- rebalance and retry pauses ----------------------------------------------------------------
+    # -- rebalance and pauses ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.log.info("assigned", extra={"partitions": ",".join(f"{p.topic}[{p.partition}]" for p in partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches run inside the poll loop, so nothing is in flight when this is called.
+        # Called from within consume: finish and commit what was started (as a batch used to finish before the
+        # next poll), so the partitions' next owner starts after it and nothing is done twice.
+        self.drain(rewind=False)
         for p in partitions:
-            self.paused.pop((p.topic, p.partition), None)
-            # Uncommitted repeats of a revoked partition are redelivered to its next owner; they emit nothing.
-            self._quiet_offsets.pop((p.topic, p.partition), None)
+            tp = (p.topic, p.partition)
+            self.paused.pop(tp, None)
+            self._full.discard(tp)
+            self._pending.pop(tp, None)
 
     def _resume_due(self) -> None:
         now = int(time.time() * 1000)
         due = [tp for tp, at in self.paused.items() if at <= now]
         if due:
-            self.consumer.resume([TopicPartition(t, p) for t, p in due])
             for tp in due:
                 del self.paused[tp]
+            resume = [TopicPartition(t, p) for t, p in due if (t, p) not in self._full]
+            if resume:
+                self.consumer.resume(resume)
 
-    # -- one batch ---------------------------------------------------------------------------------
+    def _throttle(self, tp: TP) -> None:
+        """Pause a partition with max_pending records in flight; resume it once half of them are committed."""
+        n = len(self._pending.get(tp, ()))
+        if tp not in self._full and n >= self.config.max_pending:
+            q = self._pending[tp]
+            part = TopicPartition(tp[0], tp[1], q[-1][0])
+            self.consumer.pause([part])
+            self.consumer.seek(part)  # resume exactly after the last record taken, whatever was prefetched
+            self._full.add(tp)
+        elif tp in self._full and n <= self.config.max_pending // 2:
+            self._full.discard(tp)
+            if tp not in self.paused:
+                self.consumer.resume([TopicPartition(tp[0], tp[1])])
+
+    # -- records in ----------------------------------------------------------------------------------
     def process_batch(self, msgs: list[Message]) -> None:
+        """Hand the due records to the stage, then commit what has finished (here or on the pool)."""
         now_ms = int(time.time() * 1000)
-        offsets: dict[tuple[str, int], int] = {}
-        held: set[tuple[str, int]] = set()
+        held: set[TP] = set()
         ready: list[Message] = []
         for m in msgs:
             err = m.error()
@@ -242,25 +297,77 @@ class TransactionalLoop:
                     self.paused[tp] = due
                     held.add(tp)
                     continue
-            offsets[tp] = m.offset() + 1
             ready.append(m)
-        if not offsets:
+        if ready:
+            jobs = self.handle(ready)
+            now = time.monotonic()
+            touched: set[TP] = set()
+            for m, job in zip(ready, jobs, strict=True):
+                tp = (m.topic(), m.partition())
+                self._pending.setdefault(tp, deque()).append((m.offset() + 1, job, now))
+                touched.add(tp)
+            for tp in touched:
+                self._throttle(tp)
+        self.flush()
+
+    # -- records out ---------------------------------------------------------------------------------
+    def _collect(self) -> None:
+        """Move every partition's finished prefix from pending to what the next transaction commits."""
+        now = time.monotonic()
+        for tp, q in self._pending.items():
+            moved = False
+            while q and _done(q[0][1]):
+                offset, job, consumed_at = q.popleft()
+                out = job if isinstance(job, Outcome) else job.result()  # a stage's bug stops the process
+                if not out.quiet:
+                    self._outcomes.append(out)
+                if not self._offsets:
+                    self._finished_since = now
+                self._offsets[tp] = offset
+                self._oldest = consumed_at if self._oldest is None else min(self._oldest, consumed_at)
+                moved = True
+            if moved:
+                self._throttle(tp)
+
+    def flush(self, *, force: bool = False) -> None:
+        """Commit what has finished: outcomes that emit at most every commit_interval_s, repeats (quiet) at most
+        every QUIET_COMMIT_INTERVAL_S unless `force`."""
+        self._collect()
+        if not self._offsets:
             return
-        self._commit(self.handle(ready), offsets)
+        now = time.monotonic()
+        if not force:
+            if self._outcomes:
+                if now - self._last_commit < self.config.commit_interval_s:
+                    return
+            elif now - self._finished_since < QUIET_COMMIT_INTERVAL_S:
+                return
+        self._commit(self._outcomes, self._offsets)
+
+    def drain(self, *, rewind: bool = True) -> None:
+        """Wait for everything in flight and commit it (stopping, or partitions revoked)."""
+        futures = [job for q in self._pending.values() for _, job, _ in q if not isinstance(job, Outcome)]
+        wait(futures)
+        self._collect()
+        if self._offsets:
+            self._commit(self._outcomes, self._offsets, rewind=rewind)
+
+    def _discard(self) -> None:
+        """Forget everything not committed: it is consumed again from the committed offsets."""
+        for tp in self._full:
+            if tp not in self.paused:
+                self.consumer.resume([TopicPartition(tp[0], tp[1])])
+        self._full.clear()
+        self._pending.clear()
+        self._outcomes, self._offsets, self._oldest = [], {}, None
+        if self.on_discard is not None:
+            self.on_discard()
 
     # -- the transaction ---------------------------------------------------------------------------
-    def _commit(self, outcomes: list[Outcome], offsets: dict[tuple[str, int], int]) -> None:
-        """Outputs and offsets in one transaction; a batch that emits nothing may wait for a later one."""
-        if offsets and all(o.quiet for o in outcomes):
-            if not self._quiet_offsets:
-                self._quiet_since = time.monotonic()
-            self._quiet_offsets.update(offsets)
-            if time.monotonic() - self._quiet_since < QUIET_COMMIT_INTERVAL_S:
-                return
-        offsets = {**self._quiet_offsets, **offsets}
-        self._quiet_offsets = {}
-        if not offsets:
-            return
+    def _commit(self, outcomes: list[Outcome], offsets: dict[TP, int], *, rewind: bool = True) -> None:
+        """Outputs and offsets in one transaction; after-commit steps once it is committed."""
+        oldest = self._oldest
+        self._outcomes, self._offsets, self._oldest = [], {}, None
         watchdog = threading.Timer(self.stuck_after_s, self._stuck)
         watchdog.daemon = True
         watchdog.start()
@@ -279,15 +386,20 @@ class TransactionalLoop:
                     f"Kafka transaction error: {err.str()} (another {self.config.stage} with transactional.id "
                     f"{self.config.transactional_id!r} may have fenced this one)"
                 ) from exc
-            self.log.warning("transaction aborted; the batch will be consumed again", extra={"error": err.str()})
+            self.log.warning("transaction aborted; what it held will be consumed again", extra={"error": err.str()})
             try:
                 self.producer.abort_transaction(60)
             except KafkaException:
                 self.log.exception("abort failed")
-            self._rewind()
+            self._discard()
+            if rewind:
+                self._rewind()
             return
         finally:
             watchdog.cancel()
+        self._last_commit = time.monotonic()
+        if self.metrics.batch_seconds is not None and oldest is not None:
+            self.metrics.batch_seconds.observe(self._last_commit - oldest)
         # Only now, with outputs and offsets committed, may the stage record that they are.
         for out in outcomes:
             if out.after_commit is not None:

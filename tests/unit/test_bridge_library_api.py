@@ -49,7 +49,11 @@ def test_publish_returns_after_ack_with_the_record(publisher) -> None:
         "media_type": mediatypes.OCI_INDEX,
         "manifest": None,
     }
-    assert dict(rec.headers) == {"layerfill.event_id": value["event_id"].encode(), "layerfill.source": b"quay"}
+    assert dict(rec.headers) == {
+        "layerfill.event_id": value["event_id"].encode(),
+        "layerfill.source": b"quay",
+        "layerfill.digest": DIGEST.encode(),
+    }
 
 
 def test_event_id_is_deterministic_or_given(publisher) -> None:

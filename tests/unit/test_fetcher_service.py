@@ -18,11 +18,14 @@ from confluent_kafka import Message
 from layerfill.config.settings import KafkaSettings, Settings
 from layerfill.consumers.fetcher.service import FetcherService
 from layerfill.kafka.deadletter import parse_dlq_headers
+from layerfill.kafka.keys import DIGEST_HEADER, SOURCE_HEADER
 from layerfill.kafka.retry import ATTEMPT, read_retry_headers
 from layerfill.kafka.txloop import Outcome
+from layerfill.producers.publisher import build_event, manifest_pulled_record
 from layerfill.serde import events
 from layerfill.serde.codec import EventCodec
 from layerfill.state.records import ImageStatus
+from tests.support.stages import processed
 from tests.unit.registry_fake import FakeRegistry, Fault
 from tests.unit.test_fetcher_fill_cost import MemorySink
 
@@ -46,9 +49,16 @@ def sink() -> MemorySink:
 
 
 @pytest.fixture
-def fetcher(upstream: FakeRegistry, sink: MemorySink, tmp_path: Path) -> Iterator[FetcherService]:
+def route_extra() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def fetcher(
+    upstream: FakeRegistry, sink: MemorySink, tmp_path: Path, route_extra: dict[str, Any]
+) -> Iterator[FetcherService]:
     route = {"registry": REGISTRY, "upstream_url": upstream.url, "sink": "distribution",
-             "upstream_cost": {"grace_s": 0, "idle_s": 0.05, "poll_s": 0.01}}  # fmt: skip
+             "upstream_cost": {"grace_s": 0, "idle_s": 0.05, "poll_s": 0.01}, **route_extra}  # fmt: skip
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1", extra={"log_level": "0"}),
         fetcher={"attempts_in_process": 2, "retry_delays_s": [5.0], "health_port": None},
@@ -101,7 +111,7 @@ def test_a_pulled_image_is_filled_and_recorded_complete_only_once_committed(
     fetcher: FetcherService, upstream: FakeRegistry, sink: MemorySink
 ) -> None:
     digest, blobs = image(upstream, [b"a" * 1000, b"b" * 2000])
-    [out] = fetcher.process([message(pulled(digest))])
+    [out] = processed(fetcher, [message(pulled(digest))])
     assert out.label == "complete"
     assert set(blobs) <= set(sink.data)
     decoded = [(r.topic, codec.decode(r.value)[1], dict(r.headers)) for r in out.records]
@@ -115,17 +125,48 @@ def test_a_pulled_image_is_filled_and_recorded_complete_only_once_committed(
     # Pulled again: answered from the cache of complete images; the image is not fetched again (a due look for
     # new signatures and SBOMs aside).
     fetched = [(s.method, s.path) for s in upstream.seen if "/referrers/" not in s.path and "sha256-" not in s.path]
-    [again] = fetcher.process([message(pulled(digest, event_id="pull-2"))])
+    [again] = processed(fetcher, [message(pulled(digest, event_id="pull-2"))])
     assert again.label == "already_complete" and again.quiet
     assert [
         (s.method, s.path) for s in upstream.seen if "/referrers/" not in s.path and "sha256-" not in s.path
     ] == fetched
 
 
+@pytest.mark.parametrize("route_extra", [{"referrers": {"follow": []}}])  # no artifact rechecks on this route
+def test_repeats_with_the_producers_headers_are_answered_without_decoding(
+    fetcher: FetcherService, upstream: FakeRegistry
+) -> None:
+    digest, _ = image(upstream, [b"h" * 100])
+    record = manifest_pulled_record(codec, "layerfill.manifest-pulled", build_event(
+        registry=REGISTRY, repository=REPO, digest=digest, source="distribution"))  # fmt: skip
+    headers = list(record.headers)
+
+    def raw(value: bytes, hdrs: list[Any], offset: int) -> Message:
+        return Message(topic="layerfill.manifest-pulled", partition=0, offset=offset, key=record.key, value=value,
+                       headers=hdrs)  # fmt: skip
+
+    [first] = processed(fetcher, [raw(record.value, headers, 1)])
+    assert first.label == "complete"
+    committed(first)
+    # The first repeat is decoded: it tells the artifact checker the route never rechecks.
+    [repeat] = processed(fetcher, [raw(record.value, headers, 2)])
+    assert repeat.label == "already_complete"
+    # Known complete, nothing due: the key and headers suffice, the body is not decoded.
+    [repeat] = processed(fetcher, [raw(b"\x00 not avro", headers, 2)])
+    assert repeat is not None and repeat.label == "already_complete" and repeat.records == []
+    # Without the digest header (an older producer), or as a backfill, the record is decoded.
+    no_digest = [(k, v) for k, v in headers if k != DIGEST_HEADER]
+    backfill = [(k, b"backfill" if k == SOURCE_HEADER else v) for k, v in headers]
+    outs = processed(fetcher, [raw(b"\x00 not avro", no_digest, 3), raw(b"\x00 not avro", backfill, 4)])
+    assert [o.label for o in outs] == ["dead_lettered", "dead_lettered"]  # decoded: the garbage shows
+    [decoded] = processed(fetcher, [raw(record.value, no_digest, 5)])
+    assert decoded.label == "already_complete"
+
+
 def test_duplicates_in_a_batch_and_invalid_events(fetcher: FetcherService, upstream: FakeRegistry) -> None:
     digest, _ = image(upstream, [b"c" * 100])
     bad = message(pulled(digest, repository="UPPER/Case"), offset=3)
-    outs = fetcher.process([message(pulled(digest), offset=1), message(pulled(digest), offset=2), bad])
+    outs = processed(fetcher, [message(pulled(digest), offset=1), message(pulled(digest), offset=2), bad])
     assert [o.label for o in outs] == ["complete", "duplicate_in_batch", "dead_lettered"]
     headers = parse_dlq_headers(outs[2].records[0].headers)
     assert headers["stage"] == "fetcher" and headers["attempts"] == "1" and headers["original.offset"] == "3"
@@ -136,7 +177,7 @@ def test_duplicates_in_a_batch_and_invalid_events(fetcher: FetcherService, upstr
 
 def test_a_permanent_upstream_error_is_dead_lettered_at_once(fetcher: FetcherService, upstream: FakeRegistry) -> None:
     missing = "sha256:" + "e" * 64
-    [out] = fetcher.process([message(pulled(missing))])
+    [out] = processed(fetcher, [message(pulled(missing))])
     assert out.label == "dead_lettered"
     headers = parse_dlq_headers(out.records[0].headers)
     assert headers["error.class"] == "NotFound" and headers["attempts"] == "1"
@@ -153,7 +194,7 @@ def test_a_transient_failure_goes_to_the_retry_topic_and_the_state_db_learns_it_
     digest, _ = image(upstream, [b"d" * 100])
     # A Retry-After longer than the client or the stage waits in process: straight to the retry topic.
     upstream.script(f"/v2/{REPO}/manifests/{digest}", Fault(status=429, headers={"Retry-After": "60"}))
-    [out] = fetcher.process([message(pulled(digest))])
+    [out] = processed(fetcher, [message(pulled(digest))])
     assert out.label == "retried"
     [rec] = out.records
     assert rec.topic == "layerfill.manifest-pulled.retry" and dict(rec.headers)[ATTEMPT] == b"1"
@@ -170,11 +211,11 @@ def test_a_transient_failure_goes_to_the_retry_topic_and_the_state_db_learns_it_
 def test_the_retry_comes_back_and_completes(fetcher: FetcherService, upstream: FakeRegistry) -> None:
     digest, _ = image(upstream, [b"f" * 100])
     upstream.script(f"/v2/{REPO}/manifests/{digest}", Fault(status=429, headers={"Retry-After": "60"}))
-    [retried] = fetcher.process([message(pulled(digest))])
+    [retried] = processed(fetcher, [message(pulled(digest))])
     committed(retried)
     rec = retried.records[0]
     back = Message(topic=rec.topic, partition=0, offset=0, key=rec.key, value=rec.value, headers=rec.headers)
-    [out] = fetcher.process([back])
+    [out] = processed(fetcher, [back])
     assert out.label == "complete"
     committed(out)
     assert status(fetcher, digest).status is ImageStatus.COMPLETE
@@ -185,7 +226,7 @@ def test_retries_used_up_dead_letter_with_every_attempt_counted(
 ) -> None:
     digest, _ = image(upstream, [b"g" * 100])
     upstream.script(f"/v2/{REPO}/manifests/{digest}", Fault(status=429, headers={"Retry-After": "60"}))
-    [out] = fetcher.process([message(pulled(digest), headers=[(ATTEMPT, b"1")])])  # its one retry was used
+    [out] = processed(fetcher, [message(pulled(digest), headers=[(ATTEMPT, b"1")])])  # its one retry was used
     assert out.label == "dead_lettered"
     assert parse_dlq_headers(out.records[0].headers)["attempts"] == "2"
     committed(out)
@@ -196,7 +237,7 @@ def test_a_backfill_event_of_a_complete_image_checks_storage_again(
     fetcher: FetcherService, upstream: FakeRegistry, sink: MemorySink
 ) -> None:
     digest, blobs = image(upstream, [b"h" * 100])
-    committed(fetcher.process([message(pulled(digest))])[0])
+    committed(processed(fetcher, [message(pulled(digest))])[0])
     del sink.data[blobs[1]]  # storage lost a layer the state DB says is there
-    [out] = fetcher.process([message(pulled(digest, event_id="backfill-1", source="backfill"))])
+    [out] = processed(fetcher, [message(pulled(digest, event_id="backfill-1", source="backfill"))])
     assert out.label == "complete" and blobs[1] in sink.data

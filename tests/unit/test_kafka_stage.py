@@ -21,6 +21,7 @@ from layerfill.remote.errors import RateLimited, UpstreamError
 from layerfill.serde import events
 from layerfill.serde.codec import EventCodec
 from layerfill.serde.records import ManifestPulled
+from tests.support.stages import processed
 
 pytestmark = pytest.mark.unit
 
@@ -47,6 +48,7 @@ class Echo(Stage[ManifestPulled]):
         super().__init__(settings, stage, TOPICS, metrics=self.metrics, log=stage_module.logging.getLogger("test.echo"),
                          pool_prefix="echo", codec=codec)  # fmt: skip
         self.handled: list[str] = []
+        self.recorded: list[str] = []
 
     def triage(self, m: Message, ev: ManifestPulled, batch: Batch) -> Triaged:
         if ev.repository == "bad/repo":
@@ -60,7 +62,7 @@ class Echo(Stage[ManifestPulled]):
 
     def handle(self, m: Message, ev: ManifestPulled) -> Outcome:
         self.handled.append(ev.digest)
-        return Outcome(label="handled")
+        return Outcome(label="handled", after_commit=lambda: self.recorded.append(ev.digest))
 
     def count(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(f"{name}_total", labels) or 0.0
@@ -102,7 +104,7 @@ def test_decode_triage_and_handle(echo) -> None:
     wrong = codec.encode("LayerCached", events.layer_cached(caused_by="e", registry="r", repository="a",
                          manifest_digest="sha256:" + "a" * 64, digest="sha256:" + "b" * 64, size=1,
                          media_type="x", kind="layer", outcome="fetched"), "t")  # fmt: skip
-    outs = s.process([
+    outs = processed(s, [
         message(b"\x00garbage", offset=1),
         message(wrong, offset=2),
         encoded(pulled(repository="bad/repo"), offset=3),
@@ -119,6 +121,29 @@ def test_decode_triage_and_handle(echo) -> None:
     assert third["stage"] == "echo" and third["consumer.group"] == "echo" and third["original.offset"] == "3"
     assert s.handled == ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
     assert s.count("events", outcome="duplicate_in_batch") == 1 and s.count("events", outcome="dead_lettered") == 3
+
+
+def test_an_image_in_flight_is_claimed_until_its_outcome_is_committed(echo) -> None:
+    s = echo()
+    [first] = processed(s, [encoded(pulled("1"), offset=1)])
+    # A later batch, the first outcome not committed yet: a duplicate (its offset commits after the first's).
+    [second] = processed(s, [encoded(pulled("1"), offset=2)])
+    assert second.label == "duplicate_in_batch" and second.quiet
+    assert first.after_commit is not None
+    first.after_commit()  # committed: the stage's own step runs, then the claim is released
+    assert s.recorded == ["sha256:" + "1" * 64]
+    [third] = processed(s, [encoded(pulled("1"), offset=3)])
+    assert third.label == "handled" and len(s.inflight) == 1
+    s.inflight.clear()  # what the loop does when it discards uncommitted work
+    [fourth] = processed(s, [encoded(pulled("1"), offset=4)])
+    assert fourth.label == "handled"
+
+
+def test_pretriage_answers_without_decoding(echo, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = echo()
+    monkeypatch.setattr(s, "pretriage", lambda m, batch: Outcome(label="early") if m.offset() == 1 else None)
+    outs = processed(s, [message(b"not avro at all", offset=1), encoded(pulled("2"), offset=2)])
+    assert [o.label for o in outs] == ["early", "handled"]
 
 
 def test_in_process_pause() -> None:

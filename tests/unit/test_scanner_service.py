@@ -21,6 +21,7 @@ from layerfill.oci import mediatypes as mt
 from layerfill.serde import events
 from layerfill.serde.codec import EventCodec
 from layerfill.state import ScanState
+from tests.support.stages import processed
 from tests.unit.test_scanner_clair import FakeClair, Scripted, closed_port_url, running_fake_clair
 
 pytestmark = pytest.mark.unit
@@ -103,7 +104,7 @@ def test_scan_emits_image_scanned_and_records_it_once_committed(clair: FakeClair
     clair.vulnerabilities = CVE
     svc = make_service(clair.url)
     ev = image_cached([cached_manifest(AMD)])
-    [out] = svc.process([message(ev)])
+    [out] = processed(svc, [message(ev)])
     assert out.label == "scanned"
     assert svc.state.scan_for(REGISTRY, AMD).state is ScanState.PENDING  # not committed yet
     [(topic, scanned, headers)] = commit(out)
@@ -119,14 +120,16 @@ def test_scan_emits_image_scanned_and_records_it_once_committed(clair: FakeClair
 
 def test_a_repeated_image_cached_does_not_rescan_unless_asked(clair: FakeClair, make_service) -> None:
     svc = make_service(clair.url)
-    commit(svc.process([message(image_cached([cached_manifest(AMD)]))])[0])
+    commit(processed(svc, [message(image_cached([cached_manifest(AMD)]))])[0])
     # The same content pulled again, in another repository of the registry: already scanned.
-    [again] = svc.process([message(image_cached([cached_manifest(AMD)], caused_by="pull-2", repository="other/app"))])
+    [again] = processed(
+        svc, [message(image_cached([cached_manifest(AMD)], caused_by="pull-2", repository="other/app"))]
+    )
     assert again.label == "already_scanned" and again.records == []
     assert again.quiet  # nothing to commit but the offset: the loop may batch it with later ones
     assert len(clair.posts) == 1
     rescanning = make_service(clair.url, rescan=True)
-    [out] = rescanning.process([message(image_cached([cached_manifest(AMD)], caused_by="pull-3"))])
+    [out] = processed(rescanning, [message(image_cached([cached_manifest(AMD)], caused_by="pull-3"))])
     assert out.label == "scanned" and len(clair.posts) == 2
 
 
@@ -139,23 +142,23 @@ def test_vulnerabilities_count_once_per_manifest_not_again_on_a_rescan(clair: Fa
     clair.vulnerabilities = CVE
     before = counted()
     svc = make_service(clair.url)
-    commit(svc.process([message(image_cached([cached_manifest(AMD)]))])[0])
+    commit(processed(svc, [message(image_cached([cached_manifest(AMD)]))])[0])
     assert counted() == before + 1
     # A replay that rescans every manifest records a fresh report but finds nothing new to count.
     rescanning = make_service(clair.url, rescan=True)
-    [out] = rescanning.process([message(image_cached([cached_manifest(AMD)], caused_by="pull-2"))])
+    [out] = processed(rescanning, [message(image_cached([cached_manifest(AMD)], caused_by="pull-2"))])
     assert out.label == "scanned"
     commit(out)
     assert len(clair.posts) == 2 and counted() == before + 1
     # Another manifest's first report counts.
-    commit(rescanning.process([message(image_cached([cached_manifest(ARM)], caused_by="pull-3"))])[0])
+    commit(processed(rescanning, [message(image_cached([cached_manifest(ARM)], caused_by="pull-3"))])[0])
     assert counted() == before + 2
 
 
 def test_duplicates_in_one_batch_are_scanned_once(clair: FakeClair, make_service) -> None:
     svc = make_service(clair.url)
     ev = image_cached([cached_manifest(AMD)])
-    outs = svc.process([message(ev, offset=1), message(ev, offset=2)])
+    outs = processed(svc, [message(ev, offset=1), message(ev, offset=2)])
     assert [o.label for o in outs] == ["scanned", "duplicate_in_batch"]
     assert len(clair.posts) == 1
 
@@ -163,7 +166,7 @@ def test_duplicates_in_one_batch_are_scanned_once(clair: FakeClair, make_service
 def test_clair_down_reschedules_on_the_retry_topic(tmp_path: Path, make_service) -> None:
     svc = make_service(closed_port_url())
     before = int(time.time() * 1000)
-    [out] = svc.process([message(image_cached([cached_manifest(AMD)]))])
+    [out] = processed(svc, [message(image_cached([cached_manifest(AMD)]))])
     assert out.label == "retried"
     [(topic, _, headers)] = commit(out)
     assert topic == "layerfill.image-cached.retry"
@@ -176,7 +179,7 @@ def test_after_the_last_retry_the_event_is_dead_lettered_unchanged(make_service)
     svc = make_service(closed_port_url())
     m = message(image_cached([cached_manifest(AMD)]), topic="layerfill.image-cached.retry",
                 headers=[(ATTEMPT, b"1"), (DUE_MS, b"0")])  # fmt: skip
-    [out] = svc.process([m])
+    [out] = processed(svc, [m])
     assert out.label == "dead_lettered"
     [rec] = out.records
     headers = dict(rec.headers)
@@ -190,7 +193,7 @@ def test_after_the_last_retry_the_event_is_dead_lettered_unchanged(make_service)
 def test_index_error_is_retried_in_process_then_recorded(clair: FakeClair, make_service) -> None:
     clair.script.extend([Scripted(500, "layer fetch failed", stored_state="IndexError")] * 2)
     svc = make_service(clair.url)
-    [out] = svc.process([message(image_cached([cached_manifest(AMD)]))])
+    [out] = processed(svc, [message(image_cached([cached_manifest(AMD)]))])
     [(_, scanned, _)] = commit(out)
     assert len(clair.posts) == 2
     assert scanned["state"] == "index_error" and "layer fetch failed" in scanned["error"]
@@ -201,14 +204,14 @@ def test_index_error_is_retried_in_process_then_recorded(clair: FakeClair, make_
 def test_index_error_then_success_records_the_success(clair: FakeClair, make_service) -> None:
     clair.script.append(Scripted(500, "layer fetch failed", stored_state="IndexError"))
     svc = make_service(clair.url)
-    [(_, scanned, _)] = commit(svc.process([message(image_cached([cached_manifest(AMD)]))])[0])
+    [(_, scanned, _)] = commit(processed(svc, [message(image_cached([cached_manifest(AMD)]))])[0])
     assert scanned["state"] == "indexed"
 
 
 def test_what_clair_cannot_index_is_unsupported_without_asking(clair: FakeClair, make_service) -> None:
     svc = make_service(clair.url)
     ev = image_cached([cached_manifest(AMD, "application/vnd.cncf.helm.config.v1+json")])
-    [(_, scanned, _)] = commit(svc.process([message(ev)])[0])
+    [(_, scanned, _)] = commit(processed(svc, [message(ev)])[0])
     assert scanned["state"] == "unsupported" and "not a container image config" in scanned["error"]
     assert clair.posts == []
 
@@ -216,7 +219,7 @@ def test_what_clair_cannot_index_is_unsupported_without_asking(clair: FakeClair,
 def test_what_clair_refuses_is_unsupported_with_clairs_message(clair: FakeClair, make_service) -> None:
     clair.script.append(Scripted(400, "failed to start scan: tarfs: format error"))
     svc = make_service(clair.url)
-    [(_, scanned, _)] = commit(svc.process([message(image_cached([cached_manifest(AMD)]))])[0])
+    [(_, scanned, _)] = commit(processed(svc, [message(image_cached([cached_manifest(AMD)]))])[0])
     assert scanned["state"] == "unsupported" and "tarfs: format error" in scanned["error"]
 
 
@@ -225,7 +228,7 @@ def test_undecodable_records_and_unrouted_events_are_dead_lettered(clair: FakeCl
     garbage = Message(topic="layerfill.image-cached", partition=0, offset=3, key=None, value=b"\x00junk")
     ev = image_cached([cached_manifest(AMD)])
     ev["registry"] = "elsewhere.example"
-    outs = svc.process([garbage, message(ev)])
+    outs = processed(svc, [garbage, message(ev)])
     assert [o.label for o in outs] == ["dead_lettered", "dead_lettered"]
     assert dict(outs[1].records[0].headers)["layerfill.dlq.error.class"] == b"NoRoute"
     assert clair.posts == []
@@ -237,7 +240,7 @@ def test_an_index_keeps_finished_children_when_a_later_one_must_wait(clair: Fake
     ev = image_cached([cached_manifest(AMD), cached_manifest(ARM)])
     ev["digest"] = INDEX
     clair.script.extend([Scripted(201, stored_state="IndexFinished"), Scripted(503, "busy"), Scripted(503, "busy")])
-    [out] = svc.process([message(ev)])
+    [out] = processed(svc, [message(ev)])
     assert out.label == "retried"
     records = commit(out)
     assert [(t, v and v["digest"]) for t, v, _ in records] == [
@@ -248,6 +251,6 @@ def test_an_index_keeps_finished_children_when_a_later_one_must_wait(clair: Fake
     assert svc.state.scan_for(REGISTRY, ARM).state is ScanState.PENDING
     # The retried event scans only what is left.
     retry = message(ev, topic="layerfill.image-cached.retry", headers=[(ATTEMPT, b"1"), (DUE_MS, b"0")])
-    [(_, scanned, _)] = commit(svc.process([retry])[0])
+    [(_, scanned, _)] = commit(processed(svc, [retry])[0])
     assert scanned["digest"] == ARM and scanned["state"] == "indexed"
     assert svc.state.scan_for(REGISTRY, ARM).attempts == 2

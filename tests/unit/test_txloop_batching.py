@@ -1,11 +1,15 @@
 """The transactional loop's batching (layerfill.kafka.txloop): one batch's outputs and offsets in one
 transaction, after-commit steps only once it is committed, quiet batches (repeats that emit nothing) committed
 later together, retry-topic records held until due, and an aborted transaction rewound and recorded nowhere.
+Outcomes that finish later (futures of the stage's pool) commit as they finish, a partition's in offset order,
+without waiting for other partitions; a partition with too many records in flight is paused.
 The Kafka clients are replaced by fakes of the calls the loop makes; no broker is involved."""
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -52,6 +56,7 @@ class FakeConsumer:
     def __init__(self) -> None:
         self.paused: list[tuple[str, int, int]] = []
         self.seeks: list[tuple[str, int, int]] = []
+        self.resumed: list[tuple[str, int]] = []
         self.committed_offsets = [TopicPartition(IN, 0, 3)]
 
     def consumer_group_metadata(self) -> object:
@@ -59,6 +64,9 @@ class FakeConsumer:
 
     def pause(self, parts: list[TopicPartition]) -> None:
         self.paused += [(p.topic, p.partition, p.offset) for p in parts]
+
+    def resume(self, parts: list[TopicPartition]) -> None:
+        self.resumed += [(p.topic, p.partition) for p in parts]
 
     def seek(self, p: TopicPartition) -> None:
         self.seeks.append((p.topic, p.partition, p.offset))
@@ -76,10 +84,13 @@ def msg(offset: int, *, topic: str = IN, partition: int = 0, headers: list[Any] 
 
 
 def make_loop(
-    handle: Any, producer: FakeProducer | None = None
+    handle: Any, producer: FakeProducer | None = None, **config: Any
 ) -> tuple[TransactionalLoop, FakeProducer, FakeConsumer]:
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", extra={"log_level": "0"})
-    loop = TransactionalLoop(kafka, LoopConfig("t", "g", "tx", [IN, RETRY], RETRY), handle)
+    discarded = config.pop("discarded", None)
+    on_discard = (lambda: discarded.append(True)) if discarded is not None else None
+    loop = TransactionalLoop(kafka, LoopConfig("t", "g", "tx", [IN, RETRY], RETRY, **config), handle,
+                             on_discard=on_discard)  # fmt: skip
     fp, fc = producer or FakeProducer(), FakeConsumer()
     loop.producer, loop.consumer = fp, fc  # type: ignore[assignment]
     return loop, fp, fc
@@ -186,3 +197,105 @@ def test_a_fatal_transaction_error_stops_the_loop() -> None:
     loop, _, _ = make_loop(emitting, FakeProducer(fail_commit=fatal))
     with pytest.raises(txloop.FatalError, match="fenced"):
         loop.process_batch([msg(1)])
+
+
+# -- outcomes that finish later ---------------------------------------------------------------------------
+def later() -> Future[Outcome]:
+    """A future the test finishes, standing in for the stage's pool."""
+    return Future()
+
+
+def finish(f: Future[Outcome], value: bytes) -> None:
+    f.set_result(Outcome(records=[OutRecord("out", None, value, [])]))
+
+
+def test_a_slow_image_holds_back_only_its_own_partition() -> None:
+    slow = later()
+
+    def handle(msgs: list[Message]) -> list[Any]:
+        return [slow if m.partition() == 0 else emitting([m])[0] for m in msgs]
+
+    loop, fp, _ = make_loop(handle, commit_interval_s=0)
+    loop.process_batch([msg(5), msg(2, partition=1)])
+    assert fp.calls == ["begin", ("produce", "out", b"v2"), ("offsets", [(IN, 1, 3)]), "commit"]
+    assert loop.in_flight == 1
+    finish(slow, b"slow")
+    loop.flush()
+    assert fp.calls[-3:] == [("produce", "out", b"slow"), ("offsets", [(IN, 0, 6)]), "commit"]
+    assert loop.in_flight == 0
+
+
+def test_a_partition_commits_in_offset_order_whatever_finishes_first() -> None:
+    first, second = later(), later()
+    loop, fp, _ = make_loop(lambda msgs: [first, second])
+    loop.process_batch([msg(5), msg(6)])
+    finish(second, b"second")
+    loop.flush()
+    assert fp.transactions() == 0  # offset 7 cannot be committed while offset 5 has no outcome
+    finish(first, b"first")
+    loop.flush()
+    assert fp.calls == [
+        "begin", ("produce", "out", b"first"), ("produce", "out", b"second"), ("offsets", [(IN, 0, 7)]), "commit",
+    ]  # fmt: skip
+
+
+def test_outcomes_finishing_within_the_commit_interval_share_a_transaction() -> None:
+    a, b = later(), later()
+    loop, fp, _ = make_loop(lambda msgs: [a] if msgs[0].partition() == 0 else [b], commit_interval_s=3600)
+    loop.process_batch([msg(1)])
+    loop.process_batch([msg(1, partition=1)])
+    finish(a, b"a")
+    loop.flush()  # the first commit is never held back
+    assert fp.transactions() == 1
+    finish(b, b"b")
+    loop.flush()
+    assert fp.transactions() == 1  # within the interval: waits
+    loop.flush(force=True)
+    assert fp.transactions() == 2 and ("offsets", [(IN, 1, 2)]) in fp.calls
+
+
+def test_a_partition_with_max_pending_records_in_flight_is_paused_until_half_drain() -> None:
+    futures = [later() for _ in range(4)]
+    loop, _, fc = make_loop(lambda msgs: futures[: len(msgs)], max_pending=4)
+    loop.process_batch([msg(10), msg(11), msg(12), msg(13)])
+    assert fc.paused == [(IN, 0, 14)] and fc.seeks == [(IN, 0, 14)]  # resumes right after the last record taken
+    finish(futures[0], b"0")
+    loop.flush()
+    assert fc.resumed == []  # 3 of 4 still in flight
+    finish(futures[1], b"1")
+    loop.flush()
+    assert fc.resumed == [(IN, 0)]
+
+
+def test_an_aborted_transaction_discards_what_is_in_flight() -> None:
+    slow = later()
+    discarded: list[bool] = []
+    loop, fp, _ = make_loop(
+        lambda msgs: [slow if m.partition() == 0 else emitting([m])[0] for m in msgs],
+        FakeProducer(fail_commit=KafkaError(KafkaError._TIMED_OUT, "coordinator gone")),
+        discarded=discarded,
+    )
+    loop.process_batch([msg(5), msg(2, partition=1)])
+    assert fp.calls[-1] == "abort" and discarded == [True]
+    assert loop.in_flight == 0  # the slow image's record is consumed again from the committed offset
+    finish(slow, b"late")
+    loop.flush()
+    assert ("produce", "out", b"late") not in fp.calls
+
+
+def test_drain_waits_for_everything_in_flight_and_commits_it() -> None:
+    slow = later()
+    loop, fp, _ = make_loop(lambda msgs: [slow])
+    loop.process_batch([msg(1)])
+    threading.Timer(0.05, finish, (slow, b"slow")).start()
+    loop.drain()
+    assert fp.calls == ["begin", ("produce", "out", b"slow"), ("offsets", [(IN, 0, 2)]), "commit"]
+
+
+def test_revoked_partitions_are_drained_and_committed_before_they_go() -> None:
+    slow = later()
+    loop, fp, fc = make_loop(lambda msgs: [slow])
+    loop.process_batch([msg(1)])
+    threading.Timer(0.05, finish, (slow, b"slow")).start()
+    loop._on_revoke(fc, [TopicPartition(IN, 0)])  # type: ignore[arg-type]
+    assert ("offsets", [(IN, 0, 2)]) in fp.calls and loop.in_flight == 0
