@@ -103,9 +103,7 @@ class ImageQueries(StoreBase):
         """Record that an image awaits a fill (e.g. a retry is queued). New, failed and partial images
         become pending; one complete or being filled keeps its status. Does not count an attempt."""
         key = self._image_key(registry, repository, digest)
-        event_id_ = check_text(event_id, "event_id")
-        media_type_ = check_optional_text(media_type, "media_type", max_length=MEDIA_TYPE_MAX)
-        reference_ = None if reference is None else validate_tag(reference, "reference")
+        event_id_, media_type_, reference_ = _event_fields(event_id, media_type, reference)
         now = self._now()
         insert_values = self._new_image(
             key,
@@ -124,10 +122,7 @@ class ImageQueries(StoreBase):
                 insert_values,
                 lambda excluded: {
                     "status": sa.case((keep, images.c.status), else_=excluded.status),
-                    "media_type": sa.func.coalesce(excluded.media_type, images.c.media_type),
-                    "reference": sa.func.coalesce(excluded.reference, images.c.reference),
-                    "last_event_id": excluded.last_event_id,
-                    "updated_at": now,
+                    **_event_updates(excluded, now),
                 },
             )
 
@@ -144,9 +139,7 @@ class ImageQueries(StoreBase):
         """Start (or restart) a fill: status filling, attempts + 1. A media type or tag not given keeps
         the one already recorded."""
         key = self._image_key(registry, repository, digest)
-        event_id_ = check_text(event_id, "event_id")
-        media_type_ = check_optional_text(media_type, "media_type", max_length=MEDIA_TYPE_MAX)
-        reference_ = None if reference is None else validate_tag(reference, "reference")
+        event_id_, media_type_, reference_ = _event_fields(event_id, media_type, reference)
         now = self._now()
         insert_values = self._new_image(
             key, now, ImageStatus.FILLING, media_type=media_type_, reference=reference_, last_event_id=event_id_
@@ -160,10 +153,7 @@ class ImageQueries(StoreBase):
                     "attempts": images.c.attempts + 1,
                     "started_at": now,
                     "completed_at": None,
-                    "media_type": sa.func.coalesce(excluded.media_type, images.c.media_type),
-                    "reference": sa.func.coalesce(excluded.reference, images.c.reference),
-                    "last_event_id": excluded.last_event_id,
-                    "updated_at": now,
+                    **_event_updates(excluded, now),
                 },
             )
 
@@ -326,3 +316,22 @@ class ImageQueries(StoreBase):
             conn.execute(sa.delete(image_blobs).where(image_blobs.c.image_id == image_id))
             conn.execute(sa.delete(images).where(images.c.id == image_id))
         return True
+
+
+def _event_fields(event_id: str, media_type: str | None, reference: str | None) -> tuple[str, str | None, str | None]:
+    """The event's fields an image row records, checked (ValueError naming the field)."""
+    return (
+        check_text(event_id, "event_id"),
+        check_optional_text(media_type, "media_type", max_length=MEDIA_TYPE_MAX),
+        None if reference is None else validate_tag(reference, "reference"),
+    )
+
+
+def _event_updates(excluded: Any, now: datetime) -> dict[str, Any]:
+    """An upsert's update of the event's fields: a media type or tag the event lacks keeps the recorded one."""
+    return {
+        "media_type": sa.func.coalesce(excluded.media_type, images.c.media_type),
+        "reference": sa.func.coalesce(excluded.reference, images.c.reference),
+        "last_event_id": excluded.last_event_id,
+        "updated_at": now,
+    }
