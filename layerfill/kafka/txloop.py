@@ -238,8 +238,10 @@ class TransactionalLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Called from within consume: finish and commit what was started (as a batch used to finish before the
-        # next poll), so the partitions' next owner starts after it and nothing is done twice.
-        self.drain(rewind=False)
+        # next poll), so the partitions' next owner starts after it and nothing is done twice. After a fatal error
+        # (closing) nothing can be committed: the next owner consumes it again.
+        if self._fatal is None:
+            self.drain(rewind=False)
         for p in partitions:
             tp = (p.topic, p.partition)
             self.paused.pop(tp, None)
