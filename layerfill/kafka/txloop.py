@@ -102,7 +102,8 @@ BatchHandler = Callable[[list[Message]], Sequence[Job]]
 
 
 def _done(job: Job) -> bool:
-    return isinstance(job, Outcome) or job.done()
+    """Finished with an outcome (a cancelled job has none: its record stays uncommitted)."""
+    return isinstance(job, Outcome) or (job.done() and not job.cancelled())
 
 
 class TransactionalLoop:
@@ -202,7 +203,7 @@ class TransactionalLoop:
                     # Topics dry (or everything paused): commit what is finished, repeats included.
                     self.flush(force=not self.in_flight)
                 self._report_lag()
-            self.drain()
+            self.drain(cancel=set(self._pending))
         except FatalError as exc:
             self._fatal = str(exc)
             raise
@@ -240,8 +241,9 @@ class TransactionalLoop:
         # Called from within consume: finish and commit what was started (as a batch used to finish before the
         # next poll), so the partitions' next owner starts after it and nothing is done twice. After a fatal error
         # (closing) nothing can be committed: the next owner consumes it again.
+        revoked = {(p.topic, p.partition) for p in partitions}
         if self._fatal is None:
-            self.drain(rewind=False)
+            self.drain(rewind=False, cancel=revoked)
         for p in partitions:
             tp = (p.topic, p.partition)
             self.paused.pop(tp, None)
@@ -346,13 +348,25 @@ class TransactionalLoop:
                 return
         self._commit(self._outcomes, self._offsets)
 
-    def drain(self, *, rewind: bool = True) -> None:
-        """Wait for everything in flight and commit it (stopping, or partitions revoked)."""
+    def drain(self, *, rewind: bool = True, cancel: set[TP] | None = None) -> None:
+        """Wait for the work in flight and commit it (stopping, or partitions revoked). Work of the partitions in
+        `cancel` that the pool has not started is cancelled and forgotten instead: its records are consumed again
+        by whoever owns the partition next, so a shutdown waits for what is running, not for a queue."""
+        for tp in cancel or ():
+            for _, job, _ in self._pending.get(tp, ()):
+                if not isinstance(job, Outcome):
+                    job.cancel()  # only succeeds if it has not started
         futures = [job for q in self._pending.values() for _, job, _ in q if not isinstance(job, Outcome)]
-        wait(futures)
+        wait([f for f in futures if not f.cancelled()])
         self._collect()
         if self._offsets:
             self._commit(self._outcomes, self._offsets, rewind=rewind)
+        forgotten = 0
+        for tp in cancel or ():
+            forgotten += len(self._pending.pop(tp, ()))
+            self._full.discard(tp)
+        if forgotten and self.on_discard is not None:
+            self.on_discard()
 
     def _discard(self) -> None:
         """Forget everything not committed: it is consumed again from the committed offsets."""

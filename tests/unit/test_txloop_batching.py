@@ -294,8 +294,22 @@ def test_drain_waits_for_everything_in_flight_and_commits_it() -> None:
 
 def test_revoked_partitions_are_drained_and_committed_before_they_go() -> None:
     slow = later()
+    slow.set_running_or_notify_cancel()
     loop, fp, fc = make_loop(lambda msgs: [slow])
     loop.process_batch([msg(1)])
     threading.Timer(0.05, finish, (slow, b"slow")).start()
     loop._on_revoke(fc, [TopicPartition(IN, 0)])  # type: ignore[arg-type]
     assert ("offsets", [(IN, 0, 2)]) in fp.calls and loop.in_flight == 0
+
+
+def test_stopping_waits_for_running_work_and_leaves_queued_work_uncommitted() -> None:
+    running, queued, after = later(), later(), later()
+    running.set_running_or_notify_cancel()  # started on the pool; the others wait in its queue
+    discarded: list[bool] = []
+    loop, fp, _ = make_loop(lambda msgs: [running, queued, after], discarded=discarded)
+    loop.process_batch([msg(1), msg(2), msg(3)])
+    threading.Timer(0.05, finish, (running, b"running")).start()
+    loop.drain(cancel={(IN, 0)})
+    assert queued.cancelled() and after.cancelled()
+    assert fp.calls == ["begin", ("produce", "out", b"running"), ("offsets", [(IN, 0, 2)]), "commit"]
+    assert loop.in_flight == 0 and discarded == [True]  # offsets 2 and 3 are consumed again by the next owner
