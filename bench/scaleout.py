@@ -114,7 +114,18 @@ def run_round(devstack: DevStack, wd_name: str, prefix: str, relay: Relay, procs
         "cpu_seconds_per_process": cpu,
         "image_cached_per_partition": dict(sorted(partitions.items())),
         "partitions_per_member": assignment,
+        # Per image, seconds after the produce: its fill started, completed, and its ImageCached was read.
+        "timeline": sorted(_timeline(s, t0) for s in seen),
     }
+
+
+def _timeline(s: Any, t0: float) -> tuple[float, float, float]:
+    v = s.value
+    return (
+        round(v["started_at"].timestamp() - t0, 2),
+        round(v["completed_at"].timestamp() - t0, 2),
+        round(s.t_seen - t0, 2),
+    )
 
 
 def run(devstack: DevStack, procs: list[int], images: int, layer_mib: int, rate: int) -> dict[str, Any]:
