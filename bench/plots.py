@@ -198,12 +198,12 @@ def draw_soak(doc: dict[str, Any], out: Path) -> Path:
     ax_rss.legend(fontsize=8)
     ax_lag.plot(xs, series["lag"], color="tab:red")
     ax_lag.set_ylabel("input lag (events)")
-    ax_out.plot(xs, series["produced"], label="ManifestPulled produced")
+    (produced,) = ax_out.plot(xs, series["produced"], label="ManifestPulled produced")
     ax_out.set_ylabel("events")
     twin = ax_out.twinx()
-    twin.plot(xs, series["image_cached"], color="tab:green", label="ImageCached committed")
+    (cached,) = twin.plot(xs, series["image_cached"], color="tab:green", label="ImageCached committed")
     twin.set_ylabel("images")
-    ax_out.legend(handles=ax_out.get_lines() + twin.get_lines(), fontsize=8, loc="upper left")
+    ax_out.legend(handles=[produced, cached], fontsize=8, loc="upper left")
     ax_out.set_xlabel("minutes (grey band: warm-up; dotted line: end of producing)")
     fig.suptitle(f"Soak: {cfg.get('events', '?')} events in {cfg.get('minutes', '?')} min, "
                  f"{cfg.get('new_ratio', '?')} new, {cfg.get('fault_ratio', '?')} upstream faults, "

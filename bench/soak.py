@@ -65,7 +65,9 @@ REPOSITORIES = 64
 WARM_UP = 0.1  # the first tenth of the producing period
 LAG_FLAT_S = 5.0  # the lag may rise by at most this many seconds of input over the run
 RSS_GROWTH_MAX = 0.10
-LOOKAHEAD = 256  # images pushed ahead of their first event, at most
+LOOKAHEAD = 1024  # images pushed ahead of their first event, at most (~35 s at the full soak's 28 new/s)
+PUSH_THREADS = 4
+LATE_MAX = 0.05  # producing may take this much longer than planned
 TICK_S = 0.1
 
 
@@ -140,13 +142,16 @@ class Check:
 
 def checks(*, produced: int, expected: int, committed: int, image_cached: Counter, new: set[tuple[str, str]],
            incomplete: list[tuple[str, str]], dead_letters: int, retry_lag: dict[int, int],
-           growth: dict[str, dict[str, Any]], lag: dict[str, Any], rate: float) -> list[Check]:  # fmt: skip
+           growth: dict[str, dict[str, Any]], lag: dict[str, Any], rate: float, produce_s: float,
+           planned_s: float) -> list[Check]:  # fmt: skip
     """Every soak check, from the collected figures."""
     missing = [k for k in new if image_cached.get(k, 0) == 0]
     dupes = {k: n for k, n in image_cached.items() if n > 1}
     foreign = [k for k in image_cached if k not in new]
     out = [
         Check("events produced", str(produced), str(expected), produced == expected),
+        Check("steady input: producing period", f"{produce_s:.0f} s", f"<= {planned_s * (1 + LATE_MAX):.0f} s",
+              produce_s <= planned_s * (1 + LATE_MAX)),
         Check("input offsets committed", str(committed), f"= produced ({produced})", committed == produced),
         Check("retry topic consumed", f"max lag {max(retry_lag.values(), default=0)}",
               "<= 1 per partition (the last transaction's marker)", all(v <= 1 for v in retry_lag.values())),
@@ -182,7 +187,7 @@ def incomplete_images(root: str, images: list[common.PushedImage], present: set[
 
 # -- the devstack side ---------------------------------------------------------------------------------------
 class Pushes:
-    """New images pushed to the upstream by two threads, at most LOOKAHEAD ahead of the producer's need."""
+    """New images pushed to the upstream by PUSH_THREADS threads, at most LOOKAHEAD ahead of the producer's need."""
 
     def __init__(self, registry: str, repos: list[str], base: tuple[str, int], prefix: str, total: int,
                  seed: int) -> None:  # fmt: skip
@@ -200,7 +205,7 @@ class Pushes:
         self._next = itertools.count()
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, name=f"push-{k}", daemon=True) for k in range(2)]
+        self._threads = [threading.Thread(target=self._run, name=f"push-{k}", daemon=True) for k in range(PUSH_THREADS)]
 
     def __enter__(self) -> Pushes:
         for t in self._threads:
@@ -376,7 +381,9 @@ def run(devstack: DevStack, args: argparse.Namespace) -> tuple[dict[str, Any], l
                     with contextlib.suppress(psutil.Error):
                         rss[n] = ps.memory_info().rss
                 return {"t": time.time(), "produced": state["produced"], "new_announced": state["new"],
-                        "pushed": len(pushes.images), "producer_waited_for_pushes_s": round(state["push_wait_s"], 1),
+                        "pushed": len(pushes.images),
+                        "producer_behind": max(0, min(args.events, int((time.time() - t0) * rate)) - state["produced"]),
+                        "producer_waited_for_pushes_s": round(state["push_wait_s"], 1),
                         "rss": rss, "lag": lag_of(offsets[t.manifest_pulled.name]),
                         "retry_lag": lag_of(offsets.get(t.retry.name, {})),
                         "retry_written": sum(h for _, h in offsets.get(t.retry.name, {}).values()),
@@ -388,7 +395,7 @@ def run(devstack: DevStack, args: argparse.Namespace) -> tuple[dict[str, Any], l
                     samples.append(s)
                     print(f"[{(s['t'] - t0) / 60:5.1f} min] produced {s['produced']} lag {s['lag']} "
                           f"rss MiB {[round(v / 2**20) for v in s['rss'].values()]} outputs {s['outputs']} "
-                          f"upstream {s['upstream']['requests']} push wait {s['producer_waited_for_pushes_s']}s", flush=True)  # fmt: skip
+                          f"upstream {s['upstream']['requests']} behind {s['producer_behind']} push wait {s['producer_waited_for_pushes_s']}s", flush=True)  # fmt: skip
 
             samples.append(sample())
             sampler_thread = threading.Thread(target=sampler, name="soak-sampler", daemon=True)
@@ -461,7 +468,7 @@ def run(devstack: DevStack, args: argparse.Namespace) -> tuple[dict[str, Any], l
         produced=sum(h for _, h in mp.values()), expected=args.events, committed=sum(c for c, _ in mp.values()),
         image_cached=outputs.image_cached, new=new_keys, incomplete=incomplete,
         dead_letters=outputs.snapshot()["dlq"], retry_lag={k: h - c for k, (c, h) in final.get(t.retry.name, {}).items()},
-        growth=growth, lag=trend, rate=rate,
+        growth=growth, lag=trend, rate=rate, produce_s=t_produced - t0, planned_s=args.minutes * 60,
     )  # fmt: skip
     dupes = [{"repository": r, "digest": d, "count": n} for (r, d), n in outputs.image_cached.items() if n > 1]
     result = {
@@ -487,6 +494,8 @@ def run(devstack: DevStack, args: argparse.Namespace) -> tuple[dict[str, Any], l
         "upstream": relay.counts(),
         "outputs": outputs.snapshot(),
         "retry_records_written": samples[-1]["retry_written"],
+        "producer_max_behind_events": max(s["producer_behind"] for s in samples),
+        "producer_waited_for_pushes_s": round(state["push_wait_s"], 1),
         "fetcher_events": events_by_fetcher,
         "fetcher_cpu_seconds": cpu,
         "rss_growth": growth,

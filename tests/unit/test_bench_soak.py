@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,7 +101,7 @@ def good(**over: Any) -> dict[str, Any]:
         "produced": 100, "expected": 100, "committed": 100, "image_cached": Counter(dict.fromkeys(new, 1)),
         "new": new, "incomplete": [], "dead_letters": 0, "retry_lag": {0: 0, 1: 1},
         "growth": {"f0": {"growth": 0.02}, "f1": {"growth": -0.01}},
-        "lag": {"fitted_rise": 12.0, "max": 40.0}, "rate": 10.0,
+        "lag": {"fitted_rise": 12.0, "max": 40.0}, "rate": 10.0, "produce_s": 100.0, "planned_s": 100.0,
     }  # fmt: skip
     kw.update(over)
     return kw
@@ -113,12 +114,14 @@ def failed(**over: Any) -> list[str]:
 def test_checks_pass_on_a_clean_run() -> None:
     got = soak.checks(**good())
     assert all(c.ok for c in got), [c for c in got if not c.ok]
-    assert len(got) == 10
+    assert len(got) == 11
 
 
 def test_checks_catch_each_failure() -> None:
     assert failed(produced=99) == ["events produced", "input offsets committed"]
     assert failed(committed=99) == ["input offsets committed"]
+    assert failed(produce_s=105.0) == []
+    assert failed(produce_s=106.0) == ["steady input: producing period"]
     assert failed(retry_lag={0: 2}) == ["retry topic consumed"]
     assert failed(image_cached=Counter({("r", D): 1})) == ["new images with an ImageCached"]
     assert failed(image_cached=Counter({("r", D): 1, ("r", E): 2})) == ["ImageCached exactly once"]
@@ -222,3 +225,11 @@ def test_relay_without_faults_passes_everything(upstream: str) -> None:
         assert relay.counts()["requests"] == 20 == len(relay.hits)
     with pytest.raises(ValueError):
         Relay(upstream, fault_ratio=1.0)
+
+
+def test_soak_plot_is_drawn_from_the_kept_samples(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[2] / "docs" / "bench-data" / "soak.json").read_text())
+    out = plots.draw_soak(doc, tmp_path / "soak.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
