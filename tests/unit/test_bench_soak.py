@@ -102,6 +102,7 @@ def good(**over: Any) -> dict[str, Any]:
         "new": new, "incomplete": [], "dead_letters": 0, "retry_lag": {0: 0, 1: 1},
         "growth": {"f0": {"growth": 0.02}, "f1": {"growth": -0.01}},
         "lag": {"fitted_rise": 12.0, "max": 40.0}, "rate": 10.0, "produce_s": 100.0, "planned_s": 100.0,
+        "drained": True,
     }  # fmt: skip
     kw.update(over)
     return kw
@@ -114,13 +115,14 @@ def failed(**over: Any) -> list[str]:
 def test_checks_pass_on_a_clean_run() -> None:
     got = soak.checks(**good())
     assert all(c.ok for c in got), [c for c in got if not c.ok]
-    assert len(got) == 11
+    assert len(got) == 12
 
 
 def test_checks_catch_each_failure() -> None:
     assert failed(produced=99) == ["events produced", "input offsets committed"]
     assert failed(committed=99) == ["input offsets committed"]
     assert failed(produce_s=105.0) == []
+    assert failed(drained=False) == ["drained (lag 0, every ImageCached) in --drain-s"]
     assert failed(produce_s=106.0) == ["steady input: producing period"]
     assert failed(retry_lag={0: 2}) == ["retry topic consumed"]
     assert failed(image_cached=Counter({("r", D): 1})) == ["new images with an ImageCached"]
