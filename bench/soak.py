@@ -14,7 +14,8 @@ emitted twice and that memory and lag stayed flat.
   Retry-After 0 or 1, or a TCP reset).
 - Every `--sample-s` seconds: each fetcher's RSS, the group's lag (committed vs high watermarks), the records
   committed on image-cached, layer-cached and the dead-letter topic (read_committed), the upstream requests.
-- At the end: lag 0 is waited for, then the checks (pure, in `checks`): every input offset committed, every new
+- At the end: lag 0 is waited for (`--drain-s`), then the checks (pure, in `checks`): drained in time, the input
+  steady (producing within 5% of the planned period), every input offset committed, every new
   image has exactly one ImageCached and is complete in the cache storage, no dead letters, RSS growth after
   warm-up (last-quarter median vs the median of the tenth of the run after warm-up, warm-up = first tenth) within
   10%, and the lag's fitted rise over the run within 5 s of input. Exits 1 when a check fails.
