@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Optional services for `make up` (and everything that depends on it), e.g. UP_FLAGS="--with quay" (CI sets it).
 UP_FLAGS ?=
 
-.PHONY: bootstrap up down status demo test test-unit lint compat test-distribution-2.8 faults faults-full
+.PHONY: bootstrap up down status demo test test-unit lint compat test-distribution-2.8 faults faults-full soak
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -56,3 +56,10 @@ test-distribution-2.8: bootstrap
 	-$(LF) devstack down
 	$(LF) devstack up --distribution 2.8
 	$(PYTEST) tests/integration/test_smoke.py tests/e2e/test_offline_pull.py tests/e2e/test_fetcher_upstream_cost.py $(PYTEST_ARGS)
+
+## The soak (docs/reliability.md): 1,000,000 ManifestPulled over 30 minutes through 2 fetchers, 5% new images,
+## 1% upstream faults; checks no loss, exactly-once outputs, flat RSS and lag. SOAK_ARGS adds options.
+SOAK_ARGS ?=
+# The plot is drawn whatever the checks say; the target fails when one failed.
+soak: up
+	$(VENV)/bin/python -m bench.soak $(SOAK_ARGS); rc=$$?; $(VENV)/bin/python -m bench.plots && exit $$rc

@@ -6,7 +6,9 @@
   -> ImageCached read, for a missing layer and for nothing missing;
 - scale-out curve (bench/scaleout.py): images/s per fetcher process count, against linear from one process;
 - upstream bytes side by side (bench/egress.py, when docs/bench-data/egress.json exists): per scenario, the
-  image's bytes, what the proxy alone and what layerfill took from the upstream.
+  image's bytes, what the proxy alone and what layerfill took from the upstream;
+- the soak (bench/soak.py, docs/img/soak.png): each fetcher's RSS, the input lag and the events produced and
+  images cached, over the run.
 
 The data preparation is pure (unit-tested in tests/unit/test_bench_plots.py); drawing uses matplotlib (dev extra)."""
 
@@ -71,6 +73,21 @@ def egress_bars(doc: dict[str, Any]) -> tuple[list[str], dict[str, list[int]]]:
         "layerfill (fetcher)": [int(s["layerfill_blob_bytes"]) for s in scenarios],
     }
     return names, series
+
+
+def soak_series(doc: dict[str, Any]) -> dict[str, Any]:
+    """Per sample: minutes since the start, RSS MiB per fetcher (None where a sample lacks it), lag, events
+    produced and ImageCached committed."""
+    rows = doc.get("samples", [])
+    t0 = float(doc.get("t0", rows[0]["t"] if rows else 0.0))
+    names = sorted({n for r in rows for n in r.get("rss", {})})
+    return {
+        "minutes": [round((r["t"] - t0) / 60, 4) for r in rows],
+        "rss_mib": {n: [r["rss"][n] / 2**20 if n in r.get("rss", {}) else None for r in rows] for n in names},
+        "lag": [r["lag"] for r in rows],
+        "produced": [r["produced"] for r in rows],
+        "image_cached": [r.get("outputs", {}).get("image_cached", 0) for r in rows],
+    }
 
 
 def _pyplot():
@@ -161,6 +178,43 @@ def draw_egress(doc: dict[str, Any], out: Path) -> Path:
     return out
 
 
+def draw_soak(doc: dict[str, Any], out: Path) -> Path:
+    plt = _pyplot()
+    series = soak_series(doc)
+    xs = series["minutes"]
+    cfg = doc.get("config", {})
+    fig, (ax_rss, ax_lag, ax_out) = plt.subplots(3, 1, figsize=(8, 7.5), dpi=110, sharex=True)
+    for name, mib in series["rss_mib"].items():
+        ax_rss.plot([x for x, v in zip(xs, mib, strict=True) if v is not None], [v for v in mib if v is not None],
+                    label=name)  # fmt: skip
+    produce_end = (doc["t_produced"] - doc["t0"]) / 60 if "t_produced" in doc and "t0" in doc else None
+    for ax in (ax_rss, ax_lag, ax_out):
+        if produce_end is not None:
+            ax.axvline(produce_end, color="#999", linestyle=":", linewidth=1)
+            ax.axvspan(0, produce_end * 0.1, color="#eee")  # warm-up, left out of the RSS and lag figures
+        ax.grid(True, alpha=0.3)
+    ax_rss.set_ylabel("RSS MiB")
+    ax_rss.set_ylim(bottom=0)
+    ax_rss.legend(fontsize=8)
+    ax_lag.plot(xs, series["lag"], color="tab:red")
+    ax_lag.set_ylabel("input lag (events)")
+    (produced,) = ax_out.plot(xs, series["produced"], label="ManifestPulled produced")
+    ax_out.set_ylabel("events")
+    twin = ax_out.twinx()
+    (cached,) = twin.plot(xs, series["image_cached"], color="tab:green", label="ImageCached committed")
+    twin.set_ylabel("images")
+    ax_out.legend(handles=[produced, cached], fontsize=8, loc="upper left")
+    ax_out.set_xlabel("minutes (grey band: warm-up; dotted line: end of producing)")
+    fig.suptitle(f"Soak: {cfg.get('events', '?')} events in {cfg.get('minutes', '?')} min, "
+                 f"{cfg.get('new_ratio', '?')} new, {cfg.get('fault_ratio', '?')} upstream faults, "
+                 f"{cfg.get('fetchers', '?')} fetchers", fontsize=10)  # fmt: skip
+    _footer(fig, doc)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -174,6 +228,11 @@ def main(argv: list[str] | None = None) -> None:
             continue
         out = draw(json.loads(src.read_text()), args.out / f"bench-{name}.png")
         print(f"wrote {out}")
+    src = args.data / "soak.json"
+    if src.is_file():
+        print(f"wrote {draw_soak(json.loads(src.read_text()), args.out / 'soak.png')}")
+    else:
+        print(f"skipped soak: no {src}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A timing relay for the benchmarks: a pass-through HTTP proxy in front of the upstream registry that records,
 for every request, when it arrived and when the upstream's first response body byte came back, and that can cap
-each client connection's download rate (an I/O-bound upstream without `tc`).
+each client connection's download rate (an I/O-bound upstream without `tc`), and that can fail a fraction of
+requests (`fault_ratio`: 503 with Retry-After 0 or 1, or a TCP reset before any byte; the soak's upstream faults).
 
     with Relay("http://127.0.0.1:15000", bytes_per_s=1 << 20) as relay:
         ... route upstream_url=relay.url ...
@@ -12,6 +13,9 @@ response rather than a connection, so the benchmarks carry this small relay of t
 from __future__ import annotations
 
 import http.client
+import random
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -38,14 +42,27 @@ class Hit:
     body_bytes: int = 0
 
 
+# What an injected fault does: answer 503 with `Retry-After: 0` or `1`, or reset the connection unanswered.
+FAULTS = ("503-retry-after-0", "503-retry-after-1", "reset")
+
+
 class Relay:
-    def __init__(self, upstream_url: str, *, bytes_per_s: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_url: str, *, bytes_per_s: int | None = None, host: str = "127.0.0.1",
+                 fault_ratio: float = 0.0, seed: int = 0, keep_hits: bool = True) -> None:  # fmt: skip
+        """`keep_hits=False` keeps counts only (`requests`, `faults`): a long run's memory stays flat."""
+        if not 0.0 <= fault_ratio < 1.0:
+            raise ValueError(f"fault_ratio must be in [0, 1), got {fault_ratio!r}")
         parts = urlsplit(upstream_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"upstream_url must be http://host[:port], got {upstream_url!r}")
         self.upstream = (parts.hostname, parts.port or 80)
         self.bytes_per_s = bytes_per_s
         self.hits: list[Hit] = []
+        self.keep_hits = keep_hits
+        self.fault_ratio = fault_ratio
+        self.requests = 0
+        self.faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -68,9 +85,21 @@ class Relay:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def record(self, hit: Hit) -> None:
+    def record(self, hit: Hit) -> str | None:
+        """Count (and keep) one request; returns the fault to inject into it, or None to pass it through."""
         with self._lock:
-            self.hits.append(hit)
+            self.requests += 1
+            if self.keep_hits:
+                self.hits.append(hit)
+            if self.fault_ratio and self._rng.random() < self.fault_ratio:
+                fault = self._rng.choice(FAULTS)
+                self.faults[fault] += 1
+                return fault
+            return None
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"requests": self.requests, **{f"fault_{k}": v for k, v in self.faults.items()}}
 
     def find(self, part: str, method: str = "GET") -> list[Hit]:
         with self._lock:
@@ -97,7 +126,10 @@ class _RelayHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         hit = Hit(self.command, self.path.partition("?")[0], time.time())
-        self.owner.record(hit)
+        fault = self.owner.record(hit)
+        if fault is not None:
+            self._fault(hit, fault)
+            return
         conn = http.client.HTTPConnection(*self.owner.upstream, timeout=60)
         try:
             length = self.headers.get("Content-Length")
@@ -124,6 +156,27 @@ class _RelayHandler(BaseHTTPRequestHandler):
             conn.close()
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _fault(self, hit: Hit, fault: str) -> None:
+        length = self.headers.get("Content-Length")
+        if length:
+            self.rfile.read(int(length))
+        hit.t_done = time.time()
+        if fault == "reset":
+            # SO_LINGER 0: close() sends a RST, as a dying upstream or middlebox would.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+            return
+        hit.status = 503
+        body = b'{"errors":[{"code":"UNAVAILABLE","message":"injected by the relay"}]}'
+        self.send_response_only(503, "Service Unavailable")
+        self.send_header("Retry-After", fault.rsplit("-", 1)[1])
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _copy(self, hit: Hit, resp: http.client.HTTPResponse) -> None:
         rate = self.owner.bytes_per_s
