@@ -66,8 +66,8 @@ REPOSITORIES = 64
 WARM_UP = 0.1  # the first tenth of the producing period
 LAG_FLAT_S = 5.0  # the lag may rise by at most this many seconds of input over the run
 RSS_GROWTH_MAX = 0.10
-LOOKAHEAD = 1024  # images pushed ahead of their first event, at most (~35 s at the full soak's 28 new/s)
-PUSH_THREADS = 4
+LOOKAHEAD = 4096  # images pushed ahead of their first event, at most (~2.5 min at the full soak's 28 new/s)
+PUSH_THREADS = 8
 LATE_MAX = 0.05  # producing may take this much longer than planned
 TICK_S = 0.1
 
