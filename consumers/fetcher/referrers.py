@@ -298,12 +298,12 @@ class ReferrerChecker:
         result = self._sync(key, route, client, sink, upstream_repo, subjects, None, trigger="fill")
         return result.event_value()
 
-    def might_be_due(self, key: ImageKey) -> bool:
-        """Cheap, claims nothing: False only when this process checked the image within its interval (or its
-        route never checks), so a repeat pull can be answered without decoding its event."""
+    def next_due(self, key: ImageKey) -> float:
+        """When (on `clock`) a pull of this image is next due a recheck: inf when its route never checks, 0 when
+        this process has not claimed it. Lets the fetcher answer repeat pulls before then without decoding them."""
         with self._lock:
             claimed = self._claimed.get(key)
-        return claimed is None or self.clock() - claimed[0] >= claimed[1]
+        return 0.0 if claimed is None else claimed[0] + claimed[1]
 
     def due(self, settings_routes: list[Route], event: ManifestPulled) -> bool:
         """Cheap (poll thread): whether a pull of this complete image should look for new artifacts; claims it

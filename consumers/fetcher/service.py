@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from confluent_kafka import Message
 
 from layerfill.config.settings import Settings
-from layerfill.kafka.keys import image_from_headers, image_key, repository_key, split_image_key
+from layerfill.kafka.keys import image_from_headers, image_key, repository_key
 from layerfill.kafka.known import KnownSet
 from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.retry import read_retry_headers
@@ -35,6 +35,8 @@ log = logging.getLogger("layerfill.fetcher")
 
 ImageKey = tuple[str, str, str]
 
+
+QUIET_IMAGES = 100_000
 
 # Shared and never mutated: triage answers most events of a firehose with one of these.
 _ALREADY_COMPLETE = Outcome(label="already_complete")
@@ -80,6 +82,9 @@ class FetcherService(Stage[ManifestPulled]):
         # Images known complete (as layerfill.kafka.keys.image_key): repeated pulls of popular images never reach
         # the database, and when their records carry the digest header they are not even decoded.
         self.known_complete = KnownSet(maxsize=100_000)
+        # Images known complete whose repeat pulls are answered without decoding, until their next artifact
+        # recheck is due (read and written by triage, in the loop's thread only).
+        self._quiet_until: dict[bytes, float] = {}
 
     @property
     def image_pool(self) -> ThreadPoolExecutor:
@@ -92,16 +97,16 @@ class FetcherService(Stage[ManifestPulled]):
 
     # -- the stage -----------------------------------------------------------------------------------
     def pretriage(self, m: Message, batch: Batch) -> Outcome | None:
-        """A repeat pull of an image known complete, told by the record's key and headers without decoding it
-        (a record without the headers, a backfill, or an image whose artifacts are due a recheck is decoded)."""
+        """A repeat pull of an image known complete and not due an artifact recheck, told by the record's key and
+        headers without decoding it. A record without the headers, a backfill, an image not seen decoded yet or
+        one due a recheck is decoded (triage then decides)."""
         found = image_from_headers(m.key(), m.headers())
         if found is None:
             return None
         image, source = found
-        if source == b"backfill" or image not in self.known_complete:
+        until = self._quiet_until.get(image)
+        if until is None or source == b"backfill" or self.referrers.clock() >= until:
             return None
-        if self.referrers.might_be_due(split_image_key(image)):
-            return None  # the recheck needs the event: decoded, triage claims it
         batch.repeats["already_complete"] += 1
         return _ALREADY_COMPLETE
 
@@ -114,13 +119,22 @@ class FetcherService(Stage[ManifestPulled]):
             # The key matched one validated before, and nothing else of the event is used: the firehose skips
             # validation (it cost as much as the decode).
             batch.repeats["already_complete"] += 1
-            return self._already_complete(ev)
+            done = self._already_complete(ev)
+            if done is _ALREADY_COMPLETE:
+                self._remember_quiet(_image(ev), self.referrers.next_due(_key(ev)))
+            return done
         self.filler.validate(ev)  # before the state DB or a log line sees its fields
         if not batch.first(_key(ev)):
             # Another event for this image is being handled: its outcome covers this one.
             batch.repeats["duplicate_in_batch"] += 1
             return _DUPLICATE_IN_BATCH
         return None
+
+    def _remember_quiet(self, image: bytes, until: float) -> None:
+        """Repeat pulls of `image` need no decoding until `until` (loop thread only: no lock)."""
+        if len(self._quiet_until) >= QUIET_IMAGES:
+            self._quiet_until.clear()  # bounded: the next repeat of each image is decoded once more
+        self._quiet_until[image] = until
 
     def _already_complete(self, ev: ManifestPulled) -> Outcome | Callable[[], Outcome]:
         # A pull of a complete image looks for new signatures/SBOMs upstream, at most once per interval.

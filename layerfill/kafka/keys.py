@@ -23,13 +23,6 @@ def image_key(registry: str, repository: str, digest: str) -> bytes:
     return f"{registry}/{repository}@{digest}".encode()
 
 
-def split_image_key(key: bytes) -> tuple[str, str, str]:
-    """(registry, repository, digest) of an `image_key`."""
-    name, _, digest = key.decode().rpartition("@")
-    registry, _, repository = name.partition("/")
-    return registry, repository, digest
-
-
 def image_from_headers(
     key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
 ) -> tuple[bytes, bytes] | None:

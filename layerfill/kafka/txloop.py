@@ -306,32 +306,51 @@ class TransactionalLoop:
             jobs = self.handle(ready)
             now = time.monotonic()
             touched: set[TP] = set()
+            pending = self._pending
             for m, job in zip(ready, jobs, strict=True):
                 tp = (m.topic(), m.partition())
-                self._pending.setdefault(tp, deque()).append((m.offset() + 1, job, now))
+                q = pending.get(tp)
+                if q is None and isinstance(job, Outcome):
+                    # Nothing of its partition is in flight: finished now (the firehose's repeats take this path,
+                    # a per-record queue entry cost as much as the consume).
+                    self._finished(tp, m.offset() + 1, job, now, now)
+                    continue
+                if q is None:
+                    q = pending[tp] = deque()
+                q.append((m.offset() + 1, job, now))
                 touched.add(tp)
             for tp in touched:
                 self._throttle(tp)
         self.flush()
 
     # -- records out ---------------------------------------------------------------------------------
+    def _finished(self, tp: TP, offset: int, out: Outcome, consumed_at: float, now: float) -> None:
+        """`out` is the outcome of the record before `offset`, and every earlier record of `tp` has one."""
+        if not out.quiet:
+            self._outcomes.append(out)
+        if not self._offsets:
+            self._finished_since = now
+        self._offsets[tp] = offset
+        if self._oldest is None or consumed_at < self._oldest:
+            self._oldest = consumed_at
+
     def _collect(self) -> None:
         """Move every partition's finished prefix from pending to what the next transaction commits."""
         now = time.monotonic()
+        drained: list[TP] = []
         for tp, q in self._pending.items():
             moved = False
             while q and _done(q[0][1]):
                 offset, job, consumed_at = q.popleft()
                 out = job if isinstance(job, Outcome) else job.result()  # a stage's bug stops the process
-                if not out.quiet:
-                    self._outcomes.append(out)
-                if not self._offsets:
-                    self._finished_since = now
-                self._offsets[tp] = offset
-                self._oldest = consumed_at if self._oldest is None else min(self._oldest, consumed_at)
+                self._finished(tp, offset, out, consumed_at, now)
                 moved = True
             if moved:
                 self._throttle(tp)
+            if not q:
+                drained.append(tp)
+        for tp in drained:
+            del self._pending[tp]  # none in flight: the next record of tp may take the fast path
 
     def flush(self, *, force: bool = False) -> None:
         """Commit what has finished: outcomes that emit at most every commit_interval_s, repeats (quiet) at most
