@@ -148,6 +148,10 @@ class FetcherSettings(StageSettings):
     transactional_id_prefix: str | None = "layerfill-fetcher"
     workers: int = Field(8, ge=1)  # concurrent blob transfers per process
     part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3 multipart part size
+    # Part buffers of all the process's uploads together (layerfill/sinks/budget.py): a transfer waits for room
+    # before it reads a part, so memory is bounded by this, not by `workers` or blob sizes. A part larger than
+    # the whole budget still goes up, alone.
+    buffer_bytes: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
     health_port: int | None = 18090
     max_layers: int = 10_000
     # Upstream HTTP timeouts: connecting, and the longest silence within a response (a stalled body is resumed).
