@@ -166,7 +166,7 @@ def profiled_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: 
     """The same fill under tracemalloc; returns the top allocation sites near the traced peak."""
     out = wd / "memhook.json"
     path = os.pathsep.join(p for p in (str(MEMHOOK), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PYTHONTRACEMALLOC": "1", "PYTHONPATH": path, "LAYERFILL_MEMHOOK_OUT": str(out)}
+    env = {"PYTHONPATH": path, "LAYERFILL_MEMHOOK_OUT": str(out)}
     fill = fetcher_fill(devstack, wd / "profiled", prefix, repo, digest, env)  # its own state: fill it all again
     profile = json.loads(out.read_text())
     root = str(Path(__file__).resolve().parents[1]) + "/"
@@ -235,8 +235,12 @@ def run(
         mem = None
         if profile_mem:
             clean_s3(s3, bucket, cached_blobs)  # the profiled fill must transfer every blob again
-            mem = profiled_fill(devstack, wd, prefix, repo, manifest_digest)
-            print(f"profiled:    traced peak {mem['traced_peak_mib']} MiB, RSS {mem['peak_rss_mib']} MiB")
+            try:
+                mem = profiled_fill(devstack, wd, prefix, repo, manifest_digest)
+                print(f"profiled:    traced peak {mem['traced_peak_mib']} MiB, RSS {mem['peak_rss_mib']} MiB")
+            except Exception as exc:  # keep the timed figures
+                mem = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                print(f"profiled fill failed: {mem['error']}")
         skopeo_s = skopeo_copy(devstack.upstream_registry, repo, wd / "skopeo")
         skopeo = {"bytes": total, "seconds": round(skopeo_s, 2), "bytes_per_s": round(total / skopeo_s)}
         print(f"skopeo copy: {skopeo['bytes_per_s'] / 2**20:.0f} MiB/s")

@@ -1,8 +1,9 @@
 """Loaded by the fetcher under `bench.fill_throughput --profile-mem` (this directory is put on its PYTHONPATH).
 
-Traces Python allocations (tracemalloc, started by PYTHONTRACEMALLOC) and, each time the traced total grows past
-its previous peak by a step, writes the top allocation sites to LAYERFILL_MEMHOOK_OUT as JSON: the figures show
-what held memory at the fill's peak. Bench-only: nothing in layerfill imports it."""
+Traces Python allocations with tracemalloc, started a few seconds in (tracing every import makes the process
+miss its readiness deadline on a busy machine; what the imports hold is in the RSS before the fill) and, each
+time the traced total grows past its previous peak by a step, writes the top allocation sites to
+LAYERFILL_MEMHOOK_OUT as JSON: what the fill held at its peak. Bench-only: nothing in layerfill imports it."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import tracemalloc
 _OUT = os.environ.get("LAYERFILL_MEMHOOK_OUT")
 _STEP = 4 * 1024 * 1024
 _TOP = 15
+_DELAY_S = 3.0
 
 
 def _dump(current: int) -> None:
@@ -29,6 +31,8 @@ def _dump(current: int) -> None:
 
 
 def _watch() -> None:
+    time.sleep(_DELAY_S)
+    tracemalloc.start()
     best = 0
     while True:
         current, _ = tracemalloc.get_traced_memory()
@@ -38,5 +42,5 @@ def _watch() -> None:
         time.sleep(0.1)
 
 
-if _OUT and tracemalloc.is_tracing():
+if _OUT:
     threading.Thread(target=_watch, name="memhook", daemon=True).start()

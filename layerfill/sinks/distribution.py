@@ -54,6 +54,7 @@ from layerfill.sinks.layout import (
     tag_link_key,
     tags_prefix,
 )
+from layerfill.sinks.malloc import pin_mmap_threshold
 from layerfill.sinks.multipart import upload
 from layerfill.sinks.s3client import is_not_found, make_http_pool, make_minio, s3_errors
 from layerfill.sinks.verified_stream import SourceFailed, VerifyingReader
@@ -102,6 +103,7 @@ class DistributionSink(Sink):
         self.root = s3.root_directory
         self.part_size = part_size
         self.budget = budget or ByteBudget(DEFAULT_BUFFER_BYTES)
+        pin_mmap_threshold()  # freed part buffers go back to the OS, so RSS follows the budget
         self._http = make_http_pool(max_connections=max_connections) if client is None else None
         self._client = client or make_minio(s3, self._http)
         # Blob URLs for readers outside layerfill: signed for the endpoint they reach, which may differ from ours.

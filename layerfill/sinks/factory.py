@@ -13,7 +13,6 @@ from layerfill.config.settings import S3Settings
 from layerfill.sinks.base import Sink
 from layerfill.sinks.budget import ByteBudget
 from layerfill.sinks.distribution import DEFAULT_BUFFER_BYTES, DEFAULT_PART_SIZE, DistributionSink
-from layerfill.sinks.malloc import pin_mmap_threshold
 from layerfill.sinks.registry import RegistrySink
 from layerfill.sinks.registry_auth import RegistryAuth
 
@@ -36,7 +35,6 @@ class SinkFactory:
         self.part_size = part_size
         # One budget for every distribution sink made here: the process's part buffers, whatever the routes.
         self.budget = ByteBudget(buffer_bytes)
-        pin_mmap_threshold()  # freed part buffers go back to the OS, so RSS follows the budget
         self.max_connections = max_connections
         # For `Sink.blob_location` (the scanner's layer URLs): the S3 endpoint Clair reaches, how long a URL lives,
         # and the token cache for proxies that challenge with Bearer.
