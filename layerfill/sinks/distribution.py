@@ -4,8 +4,9 @@ How wrong content is kept invisible: blobs stream through a VerifyingReader into
 the known size. A blob up to `part_size` is sent as one PutObject only after its last byte was read and
 verified; a larger one goes up as a multipart upload, and S3 makes a multipart object visible only at
 CompleteMultipartUpload, which is sent only after reading (and so verifying) the last part. When the reader
-raises, the upload is aborted, so neither a wrong nor a partial object ever exists at the final key. A staging key plus server-side copy would write every
-byte twice and need a multipart copy above 5 GiB, for no extra safety.
+raises, the upload is aborted, so neither a wrong nor a partial object ever exists at the final key. A staging
+key plus server-side copy would write every byte twice and need a multipart copy above 5 GiB, for no extra
+safety.
 Parts go up one at a time per blob (layerfill/sinks/multipart.py), each read only once its bytes are reserved
 in a ByteBudget shared by every upload of the process (`fetcher.buffer_bytes`): part buffers never hold more
 than the budget, whatever the number of concurrent transfers (the fetcher's workers) or their sizes.
@@ -305,7 +306,7 @@ class DistributionSink(Sink):
         reader = VerifyingReader(chunks, digest, size)
         try:
             if size == 0:
-                reader.finish()  # put_object never reads a zero-length stream: verify it here
+                reader.finish()  # a zero-length stream is never read: verify it here
             with s3_errors("upload", key):
                 upload(self._client, self.bucket, key, reader, size, part_size=part_size_for(size, self.part_size),
                        budget=self.budget, content_type=_OCTET_STREAM)  # fmt: skip
