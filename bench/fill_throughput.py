@@ -6,21 +6,26 @@ In the same run, side by side, with the same concurrency as the fetcher (one tra
     concurrent PUTs of the same bytes to the S3 server (minio put_object fed by a generator); the slower wins;
   - `skopeo copy docker://<upstream>/<image> dir:<tmp>` of the same image;
   - the fetcher's fill: fetched bytes / (ImageCached.completed_at - started_at), and its peak RSS.
+With --profile-mem the cache is emptied and the image filled once more under tracemalloc (slower, so not timed):
+the top allocation sites near the traced peak show where the memory goes (bench/memhook/sitecustomize.py).
 Afterwards the image's blobs are deleted from the upstream's storage, the cache bucket and the temp dirs.
 
-    .venv/bin/python -m bench.fill_throughput [--layers 5 --layer-mib 440]
+    .venv/bin/python -m bench.fill_throughput [--layers 8 --layer-mib 440] [--profile-mem]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import requests
 from minio import Minio
 
@@ -35,7 +40,7 @@ from tests.support.pipeline import Pipeline
 from tests.support.stack import DevStack, ensure_up
 
 CHUNK = 1024 * 1024
-PART = 16 * 1024 * 1024  # the fetcher's default part size
+MEMHOOK = Path(__file__).parent / "memhook"
 Blob = tuple[str, int, Path]  # digest, size, file in the layout
 
 
@@ -107,11 +112,11 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def put_blob(client: Minio, bucket: str, scratch: str) -> callable:  # type: ignore[valid-type]
+def put_blob(client: Minio, bucket: str, scratch: str, part: int) -> callable:  # type: ignore[valid-type]
     def one(blob: Blob) -> int:
         digest, size, path = blob
         client.put_object(bucket, f"{scratch}{digest.split(':')[1]}", _GenReader(_file_chunks(path)), size,
-                          part_size=PART)  # fmt: skip
+                          part_size=part)  # fmt: skip
         return size
 
     return one
@@ -125,7 +130,7 @@ def skopeo_copy(upstream_registry: str, repo: str, dest: Path) -> float:
     return time.monotonic() - start
 
 
-def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: str) -> dict:
+def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: str, env: dict | None = None) -> dict:
     p = Pipeline(
         devstack,
         wd / "pipeline",
@@ -134,7 +139,8 @@ def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: s
         state="sqlite",
     )  # as docs/benchmarks.md measured
     try:
-        proc = p.start("fetcher")
+        proc = p.start("fetcher", env=env)
+        rss_at_start = psutil.Process(proc.pid).memory_info().rss
         with common.PeakRss(proc.pid) as rss:
             t0 = time.monotonic()
             common.produce_pulls(p.settings.kafka.bootstrap_servers, p.topics.manifest_pulled.name,
@@ -150,9 +156,25 @@ def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: s
             "bytes_per_s": round(ic["fetched_bytes"] / secs),
             "publish_to_image_cached_seconds": round(end_to_end, 2),
             "peak_rss_mib": round(rss.peak / 2**20, 1),
+            "rss_before_fill_mib": round(rss_at_start / 2**20, 1),
         }
     finally:
         p.close()
+
+
+def profiled_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: str) -> dict:
+    """The same fill under tracemalloc; returns the top allocation sites near the traced peak."""
+    out = wd / "memhook.json"
+    path = os.pathsep.join(p for p in (str(MEMHOOK), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": path, "LAYERFILL_MEMHOOK_OUT": str(out)}
+    fill = fetcher_fill(devstack, wd / "profiled", prefix, repo, digest, env)  # its own state: fill it all again
+    profile = json.loads(out.read_text())
+    root = str(Path(__file__).resolve().parents[1]) + "/"
+    for row in profile["top"]:
+        site = row["site"].replace(root, "")
+        row["site"] = site.split("site-packages/", 1)[-1]
+    return {"peak_rss_mib": fill["peak_rss_mib"], "traced_peak_mib": round(profile["traced_bytes"] / 2**20, 1),
+            "top": profile["top"]}  # fmt: skip
 
 
 def clean_s3(client: Minio, bucket: str, prefixes: list[str]) -> int:
@@ -176,7 +198,15 @@ def clean_upstream(devstack: DevStack, repo_top: str, digests: list[str]) -> Non
         common.remove(root / "blobs" / "sha256" / h[:2] / h)
 
 
-def run(devstack: DevStack, settings: Settings, wd: Path, prefix: str, blobs: list[Blob], build_s: float) -> dict:
+def run(
+    devstack: DevStack,
+    settings: Settings,
+    wd: Path,
+    prefix: str,
+    blobs: list[Blob],
+    build_s: float,
+    profile_mem: bool = False,
+) -> dict:
     repo = f"{prefix}/big"
     layers = len(blobs)
     workers = min(layers, settings.fetcher.workers)
@@ -194,26 +224,43 @@ def run(devstack: DevStack, settings: Settings, wd: Path, prefix: str, blobs: li
 
         gets = concurrent(get_blob(upstream, repo), blobs, workers)
         print(f"plain GETs:  {gets['bytes_per_s'] / 2**20:.0f} MiB/s")
-        puts = concurrent(put_blob(s3, bucket, scratch), blobs, workers)
+        puts = concurrent(put_blob(s3, bucket, scratch, settings.fetcher.part_bytes), blobs, workers)
         print(f"plain PUTs:  {puts['bytes_per_s'] / 2**20:.0f} MiB/s")
         clean_s3(s3, bucket, [scratch])
         fill = fetcher_fill(devstack, wd, prefix, repo, manifest_digest)
         print(f"fetcher:     {fill['bytes_per_s'] / 2**20:.0f} MiB/s, peak RSS {fill['peak_rss_mib']:.0f} MiB")
+        cached_blobs = [repository_prefix(root, repo)] + [
+            blob_data_key(root, d).rsplit("/", 1)[0] + "/" for d in digests
+        ]
+        mem = None
+        if profile_mem:
+            clean_s3(s3, bucket, cached_blobs)  # the profiled fill must transfer every blob again
+            try:
+                mem = profiled_fill(devstack, wd, prefix, repo, manifest_digest)
+                print(f"profiled:    traced peak {mem['traced_peak_mib']} MiB, RSS {mem['peak_rss_mib']} MiB")
+            except Exception as exc:  # keep the timed figures
+                mem = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                print(f"profiled fill failed: {mem['error']}")
         skopeo_s = skopeo_copy(devstack.upstream_registry, repo, wd / "skopeo")
         skopeo = {"bytes": total, "seconds": round(skopeo_s, 2), "bytes_per_s": round(total / skopeo_s)}
         print(f"skopeo copy: {skopeo['bytes_per_s'] / 2**20:.0f} MiB/s")
     finally:
         with contextlib.suppress(Exception):
-            removed = clean_s3(s3, bucket, [scratch, repository_prefix(root, f"{prefix}/big")]
+            removed = clean_s3(s3, bucket, [scratch, repository_prefix(root, repo)]
                                + [blob_data_key(root, d).rsplit("/", 1)[0] + "/" for d in digests])  # fmt: skip
             print(f"removed {removed} objects from the cache bucket")
         clean_upstream(devstack, prefix, digests)
         common.remove(wd)
     pipe = min(gets["bytes_per_s"], puts["bytes_per_s"])
-    return {
+    result = {
         "layers": layers,
         "total_bytes": total,
         "concurrency": workers,
+        "settings": {
+            "fetcher.workers": settings.fetcher.workers,
+            "fetcher.part_bytes": settings.fetcher.part_bytes,
+            "fetcher.buffer_bytes": getattr(settings.fetcher, "buffer_bytes", None),
+        },
         "image_build_seconds": round(build_s, 1),
         "plain_get": gets,
         "plain_put": puts,
@@ -223,8 +270,11 @@ def run(devstack: DevStack, settings: Settings, wd: Path, prefix: str, blobs: li
         "skopeo_copy": skopeo,
         "ratio_fetcher_to_pipe": common.ratio(fill["bytes_per_s"], pipe),
         "ratio_fetcher_to_skopeo": common.ratio(fill["bytes_per_s"], skopeo["bytes_per_s"]),
-        "targets": {"ratio_to_pipe": 0.8},
+        "targets": {"ratio_to_pipe": 0.95, "peak_rss_mib": 256},
     }
+    if mem is not None:
+        result["memory_profile"] = mem
+    return result
 
 
 def _tagged_digest(layout: Path) -> str:
@@ -235,9 +285,10 @@ def _tagged_digest(layout: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--layers", type=int, default=8, help="one transfer each, up to fetcher.workers at once")
     ap.add_argument("--layer-mib", type=int, default=440)
     ap.add_argument("--name", default="fill_throughput", help="results file name under bench/results/")
+    ap.add_argument("--profile-mem", action="store_true", help="fill again under tracemalloc: top allocation sites")
     args = ap.parse_args()
     prefix = common.run_id("benchfill")
     wd = common.workdir(prefix)
@@ -247,7 +298,7 @@ def main() -> None:
         print(f"built {args.layers} layers, {sum(b[1] for b in blobs) / 2**30:.2f} GiB, in {build_s:.0f}s")
         with common.e2e_lock():
             devstack = ensure_up()
-            result = run(devstack, devstack.settings(), wd, prefix, blobs, build_s)
+            result = run(devstack, devstack.settings(), wd, prefix, blobs, build_s, args.profile_mem)
     finally:
         common.remove(wd)
     print(f"fetcher/pipe = {result['ratio_fetcher_to_pipe']}, fetcher/skopeo = {result['ratio_fetcher_to_skopeo']}")

@@ -72,7 +72,8 @@ class FetcherService(Stage[ManifestPulled]):
         self.blob_pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="blob")
         # One S3 connection per thread that may use the sink at once (blob workers and image threads): a smaller
         # pool opens and drops a connection per request beyond it (a soak profile: 17% of blob-worker time).
-        self.sinks = SinkFactory(part_size=cfg.part_bytes, max_connections=cfg.workers + cfg.max_inflight_images)
+        self.sinks = SinkFactory(part_size=cfg.part_bytes, buffer_bytes=cfg.buffer_bytes,
+                                 max_connections=cfg.workers + cfg.max_inflight_images)  # fmt: skip
         self.resources = Resources(settings, lambda route: self.sinks.make(route, settings.s3))
         self.referrers = ReferrerChecker(self.state)
         self.leases = BlobLeases(self.state, cfg.instance_id)

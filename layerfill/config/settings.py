@@ -151,7 +151,12 @@ class FetcherSettings(StageSettings):
     group_id: str = "layerfill-fetcher"
     transactional_id_prefix: str | None = "layerfill-fetcher"
     workers: int = Field(8, ge=1)  # concurrent blob transfers per process
-    part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024)  # S3 multipart part size
+    # S3 multipart part size: 8 MiB, so the default buffer_bytes (64 MiB) lets all 8 workers upload at once.
+    part_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # Part buffers of all the process's uploads together (layerfill/sinks/budget.py): a transfer waits for room
+    # before it reads a part, so memory is bounded by this, not by `workers` or blob sizes. A part larger than
+    # the whole budget still goes up, alone.
+    buffer_bytes: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
     health_port: int | None = 18090
     max_layers: int = 10_000
     # Upstream HTTP timeouts: connecting, and the longest silence within a response (a stalled body is resumed).

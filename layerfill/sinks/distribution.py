@@ -1,13 +1,15 @@
 """Writes CNCF distribution's own storage layout in S3, so the proxy cache serves what we store.
 
-How wrong content is kept invisible: blobs stream through a VerifyingReader into minio's `put_object`
-with the known size. A blob up to `part_size` is sent as one PutObject only after its last byte was read
-and verified; a larger one goes up as a multipart upload, and S3 makes a multipart object visible only
-at CompleteMultipartUpload, which minio sends only after reading (and so verifying) the last part. When
-the reader raises, `put_object` aborts the upload in its `except` clause (minio 7.2), so neither a wrong
-nor a partial object ever exists at the final key. A staging key plus server-side copy would write every
-byte twice and need a multipart copy above 5 GiB, for no extra safety.
-Parts go up one at a time: memory stays near one part, and concurrency comes from the fetcher's workers.
+How wrong content is kept invisible: blobs stream through a VerifyingReader into `multipart.upload` with
+the known size. A blob up to `part_size` is sent as one PutObject only after its last byte was read and
+verified; a larger one goes up as a multipart upload, and S3 makes a multipart object visible only at
+CompleteMultipartUpload, which is sent only after reading (and so verifying) the last part. When the reader
+raises, the upload is aborted, so neither a wrong nor a partial object ever exists at the final key. A staging
+key plus server-side copy would write every byte twice and need a multipart copy above 5 GiB, for no extra
+safety.
+Parts go up one at a time per blob (layerfill/sinks/multipart.py), each read only once its bytes are reserved
+in a ByteBudget shared by every upload of the process (`fetcher.buffer_bytes`): part buffers never hold more
+than the budget, whatever the number of concurrent transfers (the fetcher's workers) or their sizes.
 Concurrent writers of the same blob each complete an identical object; S3 keeps one, whole.
 """
 
@@ -38,6 +40,7 @@ from layerfill.sinks.base import (
     SinkIntegrityError,
     StoreResult,
 )
+from layerfill.sinks.budget import ByteBudget
 from layerfill.sinks.layout import (
     REPOSITORY_MARKERS,
     blob_data_key,
@@ -52,6 +55,8 @@ from layerfill.sinks.layout import (
     tag_link_key,
     tags_prefix,
 )
+from layerfill.sinks.malloc import pin_mmap_threshold
+from layerfill.sinks.multipart import upload
 from layerfill.sinks.s3client import is_not_found, make_http_pool, make_minio, s3_errors
 from layerfill.sinks.verified_stream import SourceFailed, VerifyingReader
 
@@ -59,6 +64,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_BUFFER_BYTES = 64 * MiB  # fetcher.buffer_bytes
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
@@ -87,6 +93,7 @@ class DistributionSink(Sink):
         client: Minio | None = None,
         presign_endpoint: str | None = None,
         presign_expiry_s: int = 3600,
+        budget: ByteBudget | None = None,
     ) -> None:
         if not isinstance(part_size, int) or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be an integer from {MIN_PART_SIZE} to {MAX_PART_SIZE}, got {part_size!r}")
@@ -96,6 +103,8 @@ class DistributionSink(Sink):
         self.bucket = s3.bucket
         self.root = s3.root_directory
         self.part_size = part_size
+        self.budget = budget or ByteBudget(DEFAULT_BUFFER_BYTES)
+        pin_mmap_threshold()  # freed part buffers go back to the OS, so RSS follows the budget
         self._http = make_http_pool(max_connections=max_connections) if client is None else None
         self._client = client or make_minio(s3, self._http)
         # Blob URLs for readers outside layerfill: signed for the endpoint they reach, which may differ from ours.
@@ -297,17 +306,10 @@ class DistributionSink(Sink):
         reader = VerifyingReader(chunks, digest, size)
         try:
             if size == 0:
-                reader.finish()  # put_object never reads a zero-length stream: verify it here
+                reader.finish()  # a zero-length stream is never read: verify it here
             with s3_errors("upload", key):
-                self._client.put_object(
-                    self.bucket,
-                    key,
-                    reader,  # type: ignore[arg-type]  # read() is all put_object uses
-                    size,
-                    content_type=_OCTET_STREAM,
-                    part_size=part_size_for(size, self.part_size),
-                    num_parallel_uploads=1,
-                )
+                upload(self._client, self.bucket, key, reader, size, part_size=part_size_for(size, self.part_size),
+                       budget=self.budget, content_type=_OCTET_STREAM)  # fmt: skip
         except SourceFailed as failed:
             raise failed.original from None
 

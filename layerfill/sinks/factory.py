@@ -11,7 +11,8 @@ from collections.abc import Callable, Hashable
 from layerfill.config.routes import Route
 from layerfill.config.settings import S3Settings
 from layerfill.sinks.base import Sink
-from layerfill.sinks.distribution import DEFAULT_PART_SIZE, DistributionSink
+from layerfill.sinks.budget import ByteBudget
+from layerfill.sinks.distribution import DEFAULT_BUFFER_BYTES, DEFAULT_PART_SIZE, DistributionSink
 from layerfill.sinks.registry import RegistrySink
 from layerfill.sinks.registry_auth import RegistryAuth
 
@@ -25,12 +26,15 @@ class SinkFactory:
         self,
         *,
         part_size: int = DEFAULT_PART_SIZE,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         max_connections: int = 16,
         presign_endpoint: str | None = None,
         presign_expiry_s: int = 3600,
         registry_auth: RegistryAuth | None = None,
     ) -> None:
         self.part_size = part_size
+        # One budget for every distribution sink made here: the process's part buffers, whatever the routes.
+        self.budget = ByteBudget(buffer_bytes)
         self.max_connections = max_connections
         # For `Sink.blob_location` (the scanner's layer URLs): the S3 endpoint Clair reaches, how long a URL lives,
         # and the token cache for proxies that challenge with Bearer.
@@ -51,6 +55,7 @@ class SinkFactory:
                     max_connections=self.max_connections,
                     presign_endpoint=self.presign_endpoint,
                     presign_expiry_s=self.presign_expiry_s,
+                    budget=self.budget,
                 ),
             )
         if route.sink == "registry":

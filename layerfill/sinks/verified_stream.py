@@ -56,6 +56,26 @@ class VerifyingReader:
             self.finish()
         return b"".join(parts)
 
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """`read` into the caller's buffer: each chunk is copied in and dropped, so a whole part is held once (the
+        buffer) rather than twice (its chunks, then their join). Returns the bytes written; 0 at end of stream."""
+        out = memoryview(buffer).cast("B")
+        have = 0
+        while have < len(out):
+            if not self._pending:
+                chunk = self._pull()
+                if chunk is None:
+                    break
+                self._pending = chunk
+            take = min(len(out) - have, len(self._pending))
+            out[have : have + take] = self._pending[:take]
+            self._pending = self._pending[take:]
+            have += take
+        out.release()
+        if self._exhausted or self._verifier.size == self._size:
+            self.finish()
+        return have
+
     def finish(self) -> None:
         """Drain what is left of the source (unread bytes are dropped) and check digest and size;
         raise SinkIntegrityError on a mismatch. The verifier cuts the source off past the size."""

@@ -647,3 +647,38 @@ def test_large_blob_streams_with_bounded_memory(
     finally:
         last.close()
         last.release_conn()
+
+
+def test_concurrent_large_blobs_hold_part_buffers_within_the_budget(
+    s3: S3Settings, client: Minio, cleanup: Callable[[str], None]
+) -> None:
+    """8 transfers of 16 MiB parts against a 32 MiB budget: without it they would hold 8-16 parts at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from layerfill.sinks.budget import ByteBudget
+
+    repo = new_repo("budget")
+    cleanup(repository_prefix(s3.root_directory, repo))
+    blobs = [generated_blob(64 * MiB) for _ in range(8)]
+    for blob, _, _ in blobs:
+        cleanup(blob_data_key(s3.root_directory, blob.digest))
+    budget = ByteBudget(32 * MiB)
+
+    with (
+        DistributionSink(s3, budget=budget, max_connections=8) as sink,
+        PeakRss() as rss,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        results = list(pool.map(lambda b: sink.store_blob(repo, b[0], Source(chunks=b[1])), blobs))
+    assert results == [StoreResult("fetched", 64 * MiB)] * 8
+    assert budget.peak == 32 * MiB  # the budget, not the 8 transfers, was the limit
+    assert budget.held == 0
+    assert rss.growth < 96 * MiB, f"RSS grew by {rss.growth / MiB:.1f} MiB"
+    for blob, _, chunk_at in blobs:
+        assert client.stat_object(s3.bucket, blob_data_key(s3.root_directory, blob.digest)).size == blob.size
+        last = client.get_object(s3.bucket, blob_data_key(s3.root_directory, blob.digest), offset=63 * MiB)
+        try:
+            assert last.read() == chunk_at(63)
+        finally:
+            last.close()
+            last.release_conn()

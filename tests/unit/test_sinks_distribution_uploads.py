@@ -38,7 +38,8 @@ class FakeMinio:
         self.uploads: list[FakeUpload] = []
         self.aborted: list[str] = []
         self.fail_list = False
-        self.on_put: Any = None  # called during put_object (another writer starting meanwhile)
+        self.on_put: Any = None  # called once the blob's upload began (another writer starting meanwhile)
+        self.parts: dict[str, list[bytes]] = {}
 
     def stat_object(self, bucket: str, key: str) -> Any:
         if key not in self.objects:
@@ -53,13 +54,32 @@ class FakeMinio:
                                close=lambda: None)  # fmt: skip
 
     def put_object(self, bucket: str, key: str, data: Any, length: int, **_: Any) -> None:
-        if self.on_put is not None:
-            self.on_put()
-            self.on_put = None  # once: the blob's upload, not the link written after it
         body = b""
         while chunk := data.read(1 << 20):
             body += chunk
         self.objects[key] = body
+
+    # The per-part S3 calls multipart.upload makes (blob data); put_object above writes the links.
+    def _put_object(self, bucket: str, key: str, data: bytes, headers: dict) -> None:
+        self._started()
+        self.objects[key] = bytes(data)
+
+    def _create_multipart_upload(self, bucket: str, key: str, headers: dict) -> str:
+        self._started()
+        self.parts[key] = []
+        return f"ours-{key}"
+
+    def _upload_part(self, bucket: str, key: str, data: bytes, headers: Any, upload_id: str, number: int) -> str:
+        self.parts[key].append(bytes(data))
+        return f"etag{number}"
+
+    def _complete_multipart_upload(self, bucket: str, key: str, upload_id: str, parts: list) -> None:
+        self.objects[key] = b"".join(self.parts.pop(key))
+
+    def _started(self) -> None:
+        if self.on_put is not None:
+            self.on_put()
+            self.on_put = None
 
     def _list_multipart_uploads(self, bucket: str, prefix: str) -> Any:
         if self.fail_list:

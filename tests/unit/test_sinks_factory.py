@@ -35,6 +35,28 @@ def test_one_distribution_sink_per_s3_settings(factory: SinkFactory) -> None:
     assert factory.make(route(), S3.model_copy(update={"secret_key": SecretStr("t")})) is not first
 
 
+def test_every_distribution_sink_shares_the_process_budget() -> None:
+    f = SinkFactory(buffer_bytes=48 * 2**20)
+    try:
+        first = f.make(route(), S3)
+        other = f.make(route(), S3.model_copy(update={"root_directory": "/"}))
+        assert isinstance(first, DistributionSink) and isinstance(other, DistributionSink)
+        assert first is not other
+        assert first.budget is other.budget is f.budget
+        assert f.budget.capacity == 48 * 2**20
+    finally:
+        f.close()
+
+
+def test_buffer_bytes_setting_default_matches_the_factory() -> None:
+    from layerfill.config.settings import FetcherSettings
+    from layerfill.sinks.distribution import DEFAULT_BUFFER_BYTES
+
+    assert FetcherSettings().buffer_bytes == DEFAULT_BUFFER_BYTES
+    with pytest.raises(ValueError):
+        FetcherSettings(buffer_bytes=1024)
+
+
 def test_registry_sink_per_proxy_login(factory: SinkFactory) -> None:
     r = route(sink="registry", proxy_url="https://quay.local", proxy_username="u", proxy_password="p")
     sink = factory.make(r, S3)

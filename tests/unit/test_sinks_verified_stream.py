@@ -106,3 +106,40 @@ def test_finish_verifies_an_empty_blob() -> None:
 def test_sha512_digests_are_verified_with_sha512() -> None:
     digest = "sha512:" + hashlib.sha512(DATA).hexdigest()
     assert read_all(VerifyingReader(chunks(DATA, 100), digest, len(DATA)), 4096) == DATA
+
+
+def readinto_all(reader: VerifyingReader, n: int) -> bytes:
+    out = bytearray()
+    while True:
+        buffer = bytearray(n)
+        got = reader.readinto(buffer)
+        if not got:
+            return bytes(out)
+        out += buffer[:got]
+
+
+@pytest.mark.parametrize(("chunk", "n"), [(1000, 4096), (4096, 1000), (1, 10240), (10240, 10240), (7, 3)])
+def test_readinto_returns_exactly_the_source_bytes(chunk: int, n: int) -> None:
+    reader = VerifyingReader(chunks(DATA, chunk), DIGEST, len(DATA))
+    assert readinto_all(reader, n) == DATA
+    assert reader.bytes_received == len(DATA)
+
+
+def test_readinto_fills_the_buffer_until_the_end() -> None:
+    reader = VerifyingReader(chunks(DATA, 1000), DIGEST, len(DATA))
+    buffer = bytearray(4096)
+    assert [reader.readinto(memoryview(buffer)) for _ in range(4)] == [4096, 4096, 2048, 0]
+
+
+def test_readinto_refuses_wrong_content_before_handing_out_the_last_bytes() -> None:
+    bad = DATA[:-1] + b"\x00"
+    reader = VerifyingReader(chunks(bad, 1024), DIGEST, len(DATA))
+    assert reader.readinto(bytearray(8192)) == 8192
+    with pytest.raises(SinkIntegrityError, match="digest mismatch"):
+        reader.readinto(bytearray(8192))
+
+
+def test_readinto_refuses_a_short_source() -> None:
+    reader = VerifyingReader(chunks(DATA[:-5], 1024), DIGEST, len(DATA))
+    with pytest.raises(SinkIntegrityError, match="size mismatch"):
+        readinto_all(reader, 4096)
