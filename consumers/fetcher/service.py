@@ -121,8 +121,7 @@ class FetcherService(Stage[ManifestPulled]):
             # validation (it cost as much as the decode).
             batch.repeats["already_complete"] += 1
             done = self._already_complete(ev)
-            if done is _ALREADY_COMPLETE:
-                self._remember_quiet(_image(ev), self.referrers.next_due(_key(ev)))
+            self._remember_quiet(_image(ev), self.referrers.next_due(_key(ev)))
             return done
         self.filler.validate(ev)  # before the state DB or a log line sees its fields
         if not batch.first(_key(ev)):
@@ -137,10 +136,12 @@ class FetcherService(Stage[ManifestPulled]):
             self._quiet_until.clear()  # bounded: the next repeat of each image is decoded once more
         self._quiet_until[image] = until
 
-    def _already_complete(self, ev: ManifestPulled) -> Outcome | Callable[[], Outcome]:
-        # A pull of a complete image looks for new signatures/SBOMs upstream, at most once per interval.
+    def _already_complete(self, ev: ManifestPulled) -> Outcome:
+        """A pull of a complete image: nothing to emit. It looks for new signatures/SBOMs upstream, at most once per
+        interval, on the pool and without holding the event's offset back: the recheck is best effort and emits
+        nothing (its partition's repeats queued behind it while it ran, a firehose profile showed)."""
         if self.referrers.due(self.settings.routes, ev):
-            return lambda: self._recheck_referrers(ev, _ALREADY_COMPLETE)
+            self.pool.submit(self._recheck_referrers, ev)
         return _ALREADY_COMPLETE
 
     def handle(self, m: Message, ev: ManifestPulled) -> Outcome:
@@ -150,8 +151,7 @@ class FetcherService(Stage[ManifestPulled]):
             if ev.source != "backfill" and self.state.is_complete(*key):
                 self.known_complete.add(_image(ev))
                 metrics.EVENTS.labels("already_complete").inc()
-                done = self._already_complete(ev)
-                return done if isinstance(done, Outcome) else done()
+                return self._already_complete(ev)
         except Exception:
             log.exception("state lookup failed; filling anyway", extra=extra)
         retry_attempt = read_retry_headers(m.headers()).attempt
@@ -172,7 +172,7 @@ class FetcherService(Stage[ManifestPulled]):
         metrics.EVENTS.labels("complete").inc()
         return Outcome(records=self._emit(result), label="complete", after_commit=self._completed(result))
 
-    def _recheck_referrers(self, ev: ManifestPulled, outcome: Outcome) -> Outcome:
+    def _recheck_referrers(self, ev: ManifestPulled) -> None:
         """A pull of a complete image: look for artifacts added upstream since the last check (best effort)."""
         try:
             route = self.filler.route_for(ev)
@@ -180,7 +180,6 @@ class FetcherService(Stage[ManifestPulled]):
                                    route.upstream_repository(ev.repository))  # fmt: skip
         except Exception:
             log.exception("artifact recheck failed", extra={"repository": ev.repository})
-        return outcome
 
     # -- after the commit ----------------------------------------------------------------------------
     def _failed(self, ev: ManifestPulled, failed: Failed) -> None:
