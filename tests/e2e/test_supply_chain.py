@@ -56,8 +56,10 @@ def _assert_offline_supply_chain(signer: Signer, ref: str, sbom: bytes, out: Pat
     assert (out / "sbom.spdx.json").read_bytes() == sbom
 
 
-def _assert_status_counts(p, prefix: str, repo: str) -> None:
-    """`layerfill status` shows the artifact counts, per image and in total (from the fetcher's state DB)."""
+def _assert_status_counts(p, prefix: str, repo: str, digest: str) -> None:
+    """`layerfill status` shows the artifact counts, per image and in total (from the fetcher's state DB). The
+    image is found by its digest: with the registry sink, the artifacts layerfill GETs through the proxy are
+    pulls the proxy notifies, so the same repository also lists them as images (no artifacts of their own)."""
 
     def status(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "layerfill.cli.main", "status", "--repository", prefix, *args],
@@ -68,11 +70,11 @@ def _assert_status_counts(p, prefix: str, repo: str) -> None:
         res = status("--json")
         assert res.returncode == 0, res.stderr
         doc = json.loads(res.stdout)
-        views = {v["repository"]: v for v in doc["images"]}
-        if views.get(repo, {}).get("referrers") or time.monotonic() > deadline:
+        views = {(v["repository"], v["digest"]): v for v in doc["images"]}
+        if views.get((repo, digest), {}).get("referrers") or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    counts = views[repo]["referrers"]
+    counts = views[(repo, digest)]["referrers"]
     assert (counts["signatures"], counts["sboms"]) == (1, 1), views
     assert doc["totals"]["referrers"]["signatures"] >= 1
     table = status()
@@ -115,7 +117,7 @@ def test_signature_and_sbom_verify_offline_after_layerfill(
     counts = cached["referrers"]
     assert (counts["signatures"], counts["sboms"], counts["error"]) == (1, 1, None), counts
     assert counts["bytes"] > len(sbom)
-    _assert_status_counts(p, prefix, repo)
+    _assert_status_counts(p, prefix, repo, image.digest)
 
     with upstream_stopped(devstack):
         _assert_offline_supply_chain(signer, f"{devstack.proxy_registry}/{repo}@{image.digest}", sbom,
