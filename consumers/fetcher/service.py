@@ -116,12 +116,13 @@ class FetcherService(Stage[ManifestPulled]):
         (dead-lettered)."""
         # Backfill and `verify --repair` events exist because storage may disagree with what this process or the
         # state DB believes: they always go to the filler, which checks every blob in storage.
-        if ev.source != "backfill" and _image(ev) in self.known_complete:
+        image = _image(ev)
+        if ev.source != "backfill" and image in self.known_complete:
             # The key matched one validated before, and nothing else of the event is used: the firehose skips
             # validation (it cost as much as the decode).
             batch.repeats["already_complete"] += 1
             done = self._already_complete(ev)
-            self._remember_quiet(_image(ev), self.referrers.next_due(_key(ev)))
+            self._remember_quiet(image, self.referrers.next_due(_key(ev)))
             return done
         self.filler.validate(ev)  # before the state DB or a log line sees its fields
         if not batch.first(_key(ev)):

@@ -19,8 +19,9 @@ def repository_key(registry: str, repository: str) -> bytes:
 
 
 def image_key(registry: str, repository: str, digest: str) -> bytes:
-    """One image of one registry, as bytes: what a record's key and digest header make without decoding."""
-    return f"{registry}/{repository}@{digest}".encode()
+    """One image of one registry, as bytes: the record's key and its digest header, joined as
+    `image_from_headers` joins them without decoding."""
+    return repository_key(registry, repository) + b"@" + digest.encode()
 
 
 def image_from_headers(
