@@ -22,6 +22,7 @@ from confluent_kafka import Consumer
 
 from bench import common
 from layerfill.devstack.seed import seed
+from layerfill.kafka.txloop import FETCH_QUEUE_BACKOFF_MS
 from tests.support.pipeline import Pipeline
 from tests.support.stack import DevStack, ensure_up
 
@@ -34,9 +35,12 @@ def bare_consume(
 ) -> dict[str, float]:
     """Consume (and decode) `total` records from the start of `topic`; the rate excludes the group join."""
     codec = common.devstack_codec()
+    # The fetcher's fetch settings: librdkafka's default fetch.queue.backoff.ms (1 s) stalls a consumer that drains
+    # its prefetched queue quickly (this loop as much as the fetcher), so the bare loops run with the fetcher's.
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-bare-{uuid.uuid4().hex[:8]}",
                   "isolation.level": "read_committed", "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest"})  # fmt: skip
+                  "auto.offset.reset": "earliest",
+                  "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS})  # fmt: skip
     c.subscribe([topic])
     n, first, t0 = 0, 0, 0.0
     deadline = time.monotonic() + timeout
@@ -85,7 +89,9 @@ def fetcher_round(p: Pipeline, group: str, total: int, profile: Path | None) -> 
         common.print_profile(profile)
     print(f"fetcher: {rate:.0f} events/s over {secs:.2f}s; outcomes {outcomes}")
     return {"events_per_s": round(rate, 1), "seconds": round(secs, 2), "outcomes": outcomes,
-            "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss.peak / 2**20, 1)}  # fmt: skip
+            "cpu_seconds": round(cpu, 2), "peak_rss_mib": round(rss.peak / 2**20, 1),
+            # (seconds since the first counted event, events counted): the ramp a new process goes through.
+            "samples": [(round(t - samples[0][0], 3), int(n)) for t, n in samples if n]}  # fmt: skip
 
 
 def run(devstack: DevStack, count: int, partitions: int, rounds: int, profile: Path | None = None,

@@ -91,6 +91,24 @@ class FetcherService(Stage[ManifestPulled]):
     def image_pool(self) -> ThreadPoolExecutor:
         return self.pool
 
+    def run(self) -> None:
+        self.warm_up()
+        super().run()
+
+    def warm_up(self) -> int:
+        """Know the most recently completed images before the first event: a new process otherwise sent the first
+        pull of each to the state DB on the pool, and its partition's records queued behind that lookup (a
+        firehose stalled there). Best effort: without it each image is looked up once, as before."""
+        try:
+            found = self.state.recently_complete(self.known_complete.maxsize)
+        except Exception:
+            log.exception("listing the images known complete failed; each is looked up on its first event")
+            return 0
+        for registry, repository, digest in reversed(found):  # the newest last: the LRU keeps them longest
+            self.known_complete.add(image_key(registry, repository, digest))
+        log.info("images known complete", extra={"images": len(found)})
+        return len(found)
+
     def close(self) -> None:
         self.blob_pool.shutdown(wait=True)
         self.leases.close()
@@ -106,7 +124,12 @@ class FetcherService(Stage[ManifestPulled]):
             return None
         image, source = found
         until = self._quiet_until.get(image)
-        if until is None or source == b"backfill" or self.referrers.clock() >= until:
+        if until is None or source == b"backfill":
+            return None
+        now = batch.now
+        if now is None:
+            now = batch.now = self.referrers.clock()
+        if now >= until:
             return None
         batch.repeats["already_complete"] += 1
         return _ALREADY_COMPLETE

@@ -115,6 +115,7 @@ class Batch:
     inflight: InFlight
     claimed: Hashable | None = None
     repeats: Tally[str] = field(default_factory=Tally)
+    now: float | None = None  # a stage's clock read once per batch, if it needs one (set by the stage)
 
     def first(self, key: Hashable) -> bool:
         """True if no event with `key` is in flight; the current record then holds it until it is committed."""

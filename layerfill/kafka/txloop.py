@@ -45,6 +45,11 @@ from layerfill.observability.http import serve_health
 QUIET_COMMIT_INTERVAL_S = 1.0
 WAIT_S = 0.05  # how long a consume waits while work is in flight: bounds how late a finished outcome is seen
 TRANSACTION_TIMEOUT_MS = 60_000  # kafka.extra["transaction.timeout.ms"] overrides it
+# librdkafka postpones a partition's next fetch by fetch.queue.backoff.ms (default 1 s) while its local queue is
+# over the prefetch thresholds, which it is whenever the loop has paused it (max_pending, a retry not due) with
+# records prefetched: after the resume and seek it waited out that second (a fresh fetcher's firehose stalled
+# ~1 s on its first partition to reach max_pending). A short backoff only costs a cheap queue check per partition.
+FETCH_QUEUE_BACKOFF_MS = 20  # kafka.extra["fetch.queue.backoff.ms"] overrides it
 # A transaction still not committed after this many transaction timeouts is stuck: the coordinator has aborted it
 # long ago, and librdkafka can block in send_offsets_to_transaction past its own timeout once the coordinator's
 # broker restarted (confluentinc/librdkafka#5456, #5511), where nothing in the process can unblock it. The loop
@@ -101,6 +106,20 @@ class LoopMetrics:
 BatchHandler = Callable[[list[Message]], Sequence[Job]]
 
 
+def consumer_config(kafka: KafkaSettings, config: LoopConfig) -> dict[str, Any]:
+    """The loop's consumer: offsets only through its transactions, committed records only."""
+    return {
+        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+        **kafka.client_config(),
+        "group.id": config.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "max.poll.interval.ms": config.max_poll_interval_ms,
+    }
+
+
 def _done(job: Job) -> bool:
     """Finished with an outcome (a cancelled job has none: its record stays uncommitted)."""
     return isinstance(job, Outcome) or (job.done() and not job.cancelled())
@@ -125,21 +144,7 @@ class TransactionalLoop:
         self.metrics = metrics or LoopMetrics()
         self.log = logger or logging.getLogger(f"layerfill.{config.stage}")
         stats_ms = kafka.statistics_interval_ms
-        self.consumer = Consumer(
-            observed(
-                {
-                    **kafka.client_config(),
-                    "group.id": config.group_id,
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "earliest",
-                    "max.poll.interval.ms": config.max_poll_interval_ms,
-                },
-                f"{config.stage}-consumer",
-                stats_ms,
-            )
-        )
+        self.consumer = Consumer(observed(consumer_config(kafka, config), f"{config.stage}-consumer", stats_ms))
         # The acked producer's settings, plus a transactional.id; a record may take as long as its transaction.
         tx_timeout_ms = int(kafka.extra.get("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS))
         self.stuck_after_s = STUCK_AFTER_TIMEOUTS * tx_timeout_ms / 1000
@@ -278,8 +283,10 @@ class TransactionalLoop:
     def process_batch(self, msgs: list[Message]) -> None:
         """Hand the due records to the stage, then commit what has finished (here or on the pool)."""
         now_ms = int(time.time() * 1000)
+        retry_topic = self.config.retry_topic
         held: set[TP] = set()
         ready: list[Message] = []
+        tps: list[TP] = []  # each ready record's partition, read once (the firehose does this 100,000 times/s)
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -288,40 +295,57 @@ class TransactionalLoop:
                     if err.fatal():
                         raise FatalError(err.str())
                 continue
-            tp = (m.topic(), m.partition())
-            if tp in held:
+            topic = m.topic()
+            tp = (topic, m.partition())
+            if held and tp in held:
                 continue
-            if m.topic() == self.config.retry_topic:
+            if topic == retry_topic:
                 due = read_retry_headers(m.headers()).due_ms
                 if due > now_ms:
                     # Not due: rewind to it and pause the partition until it is.
-                    part = TopicPartition(m.topic(), m.partition(), m.offset())
+                    part = TopicPartition(topic, tp[1], m.offset())
                     self.consumer.pause([part])
                     self.consumer.seek(part)
                     self.paused[tp] = due
                     held.add(tp)
                     continue
             ready.append(m)
+            tps.append(tp)
         if ready:
-            jobs = self.handle(ready)
-            now = time.monotonic()
-            touched: set[TP] = set()
-            pending = self._pending
-            for m, job in zip(ready, jobs, strict=True):
-                tp = (m.topic(), m.partition())
-                q = pending.get(tp)
-                if q is None and isinstance(job, Outcome):
-                    # Nothing of its partition is in flight: finished now (the firehose's repeats take this path,
-                    # a per-record queue entry cost as much as the consume).
-                    self._finished(tp, m.offset() + 1, job, now, now)
-                    continue
-                if q is None:
-                    q = pending[tp] = deque()
-                q.append((m.offset() + 1, job, now))
-                touched.add(tp)
-            for tp in touched:
-                self._throttle(tp)
+            self._take(ready, tps, self.handle(ready))
         self.flush()
+
+    def _take(self, ready: list[Message], tps: list[TP], jobs: Sequence[Job]) -> None:
+        """Queue each record's job behind its partition's records in flight. A quiet outcome of a partition with
+        nothing in flight is finished at once: only its offset is kept (the firehose's repeats take this path; a
+        queue entry per record cost as much as the consume)."""
+        now = time.monotonic()
+        pending = self._pending
+        offsets = self._offsets
+        had_offsets = bool(offsets)
+        quiet_done = False
+        touched: set[TP] = set()
+        for m, tp, job in zip(ready, tps, jobs, strict=True):
+            q = pending.get(tp)
+            if q is None and isinstance(job, Outcome):
+                if job.records or job.after_commit is not None:
+                    self._finished(tp, m.offset() + 1, job, now, now)
+                else:
+                    offsets[tp] = m.offset() + 1
+                    quiet_done = True
+                continue
+            if q is None:
+                q = pending[tp] = deque()
+            q.append((m.offset() + 1, job, now))
+            touched.add(tp)
+        if quiet_done:
+            # What _finished does per record, once for the quiet ones.
+            if not had_offsets:
+                self._finished_since = now
+            if self._oldest is None:
+                self._oldest = now
+        for tp in touched:
+            self._throttle(tp)
 
     # -- records out ---------------------------------------------------------------------------------
     def _finished(self, tp: TP, offset: int, out: Outcome, consumed_at: float, now: float) -> None:

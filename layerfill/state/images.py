@@ -88,6 +88,19 @@ class ImageQueries(StoreBase):
             status = conn.execute(sa.select(images.c.status).where(self._where_image(key))).scalar()
         return status is ImageStatus.COMPLETE
 
+    def recently_complete(self, limit: int) -> list[tuple[str, str, str]]:
+        """(registry, repository, digest) of up to `limit` complete images, the most recently updated first: what
+        a starting fetcher knows without a lookup per image (on the (status, updated_at) index)."""
+        check_count(limit, "limit")
+        query = (
+            sa.select(images.c.registry, images.c.repository, images.c.digest)
+            .where(images.c.status == ImageStatus.COMPLETE)
+            .order_by(images.c.updated_at.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [(r, repo, d) for r, repo, d in conn.execute(query)]
+
     # -- images: transitions ---------------------------------------------------------------------
 
     def mark_pending(

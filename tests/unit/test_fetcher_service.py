@@ -241,3 +241,25 @@ def test_a_backfill_event_of_a_complete_image_checks_storage_again(
     del sink.data[blobs[1]]  # storage lost a layer the state DB says is there
     [out] = processed(fetcher, [message(pulled(digest, event_id="backfill-1", source="backfill"))])
     assert out.label == "complete" and blobs[1] in sink.data
+
+
+def test_a_starting_fetcher_knows_the_complete_images_and_answers_their_repeats_in_triage(
+    fetcher: FetcherService, upstream: FakeRegistry
+) -> None:
+    digest, _ = image(upstream, [b"w" * 100])
+    fetcher.state.mark_complete(REGISTRY, REPO, digest, total_bytes=0, fetched_bytes=0, blobs=[])
+    [before] = fetcher.process([message(pulled(digest))])
+    assert not isinstance(before, Outcome)  # unknown to this process: a state DB lookup on the pool
+    assert before.result().label == "already_complete"
+    fetcher.known_complete = type(fetcher.known_complete)(maxsize=10)  # as a new process starts
+    assert fetcher.warm_up() == 1
+    [after] = fetcher.process([message(pulled(digest, event_id="pull-2"))])
+    assert isinstance(after, Outcome) and after.label == "already_complete" and after.quiet
+
+
+def test_warming_up_without_a_state_db_is_not_fatal(fetcher: FetcherService, monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(limit: int) -> list[tuple[str, str, str]]:
+        raise OSError("state DB down")
+
+    monkeypatch.setattr(fetcher.state, "recently_complete", down)
+    assert fetcher.warm_up() == 0

@@ -166,6 +166,20 @@ class StateStoreContract:
         assert not store.is_complete(REG, "library/ubuntu", IMG)
         assert not store.is_complete(REG, REPO, dg(0xB))
 
+    def test_recently_complete_lists_complete_images_newest_first_up_to_the_limit(
+        self, store: StateStore, clock: ManualClock
+    ) -> None:
+        for n in (1, 2, 3):
+            store.mark_complete(REG, REPO, dg(n), total_bytes=0, fetched_bytes=0, blobs=[])
+            clock.advance()
+        store.mark_filling(REG, REPO, dg(4), event_id="ev-4")  # not complete: not listed
+        store.mark_failed(REG, REPO, dg(5), error="boom", event_id="ev-5")
+        assert store.recently_complete(10) == [(REG, REPO, dg(3)), (REG, REPO, dg(2)), (REG, REPO, dg(1))]
+        assert store.recently_complete(2) == [(REG, REPO, dg(3)), (REG, REPO, dg(2))]
+        assert store.recently_complete(0) == []
+        with pytest.raises(ValueError, match="limit"):
+            store.recently_complete(-1)
+
     # -- transitions -----------------------------------------------------------------------------
 
     def test_mark_filling_inserts_then_counts_attempts(self, store: StateStore, clock: ManualClock) -> None:

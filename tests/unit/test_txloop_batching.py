@@ -313,3 +313,12 @@ def test_stopping_waits_for_running_work_and_leaves_queued_work_uncommitted() ->
     assert queued.cancelled() and after.cancelled()
     assert fp.calls == ["begin", ("produce", "out", b"running"), ("offsets", [(IN, 0, 2)]), "commit"]
     assert loop.in_flight == 0 and discarded == [True]  # offsets 2 and 3 are consumed again by the next owner
+
+
+def test_the_consumer_refetches_soon_after_a_pause_unless_the_operator_says_otherwise() -> None:
+    cfg = LoopConfig("t", "g", "tx", [IN], None)
+    conf = txloop.consumer_config(KafkaSettings(bootstrap_servers="127.0.0.1:1"), cfg)
+    assert conf["fetch.queue.backoff.ms"] == txloop.FETCH_QUEUE_BACKOFF_MS < 1000  # librdkafka's default: 1 s
+    assert conf["isolation.level"] == "read_committed" and conf["enable.auto.commit"] is False
+    tuned = KafkaSettings(bootstrap_servers="127.0.0.1:1", extra={"fetch.queue.backoff.ms": "200"})
+    assert txloop.consumer_config(tuned, cfg)["fetch.queue.backoff.ms"] == "200"
