@@ -57,7 +57,7 @@ test-distribution-2.8: bootstrap
 	$(LF) devstack up --distribution 2.8
 	$(PYTEST) tests/integration/test_smoke.py tests/e2e/test_offline_pull.py tests/e2e/test_fetcher_upstream_cost.py $(PYTEST_ARGS)
 
-## The soak (docs/reliability.md): 1,000,000 ManifestPulled over 30 minutes through 2 fetchers, 5% new images,
+## The soak (docs/reliability.md): 1,000,000 ManifestPulled over 70 minutes through 2 fetchers, 5% new images,
 ## 1% upstream faults; checks no loss, exactly-once outputs, flat RSS and lag. SOAK_ARGS adds options.
 SOAK_ARGS ?=
 # The plot is drawn whatever the checks say; the target fails when one failed.

@@ -2,7 +2,8 @@
 fetcher's RSS, the consumer group's lag and the committed outputs, then checking that nothing was lost or
 emitted twice and that memory and lag stayed flat.
 
-    .venv/bin/python -m bench.soak [--events 1000000 --minutes 30 --new-ratio 0.05 --fault-ratio 0.01 --fetchers 2]
+    .venv/bin/python -m bench.soak [--events 1000000 --minutes 70 --new-ratio 0.05 --fault-ratio 0.01 --fetchers 2
+                                    --workers 16 --inflight-images 24]
 
 - Events are produced at a steady rate (`events / minutes`) with the product's own producing path
   (producers.publisher.Publisher: the records, key and headers `layerfill publish` and the bridge produce).
@@ -364,7 +365,10 @@ def run(devstack: DevStack, args: argparse.Namespace) -> tuple[dict[str, Any], l
             p = Pipeline(devstack, wd, partitions=PARTITIONS,
                          routes=[common.route(devstack, prefix, upstream_url=relay.url, **common.NO_DEFER)])  # fmt: skip
             names = [f"fetcher-{k}" for k in range(args.fetchers)]
-            procs = {n: psutil.Process(p.start("fetcher", name=n).pid) for n in names}
+            # Small images are round trips (S3, state DB), not bandwidth: more blob workers than the default 8.
+            tuning = {"LAYERFILL_FETCHER__WORKERS": str(args.workers),
+                      "LAYERFILL_FETCHER__MAX_INFLIGHT_IMAGES": str(args.inflight_images)}  # fmt: skip
+            procs = {n: psutil.Process(p.start("fetcher", name=n, env=tuning).pid) for n in names}
             bootstrap = p.settings.kafka.bootstrap_servers
             group = f"{p.id}-fetcher"
             common.wait_group(bootstrap, group, args.fetchers, 2 * PARTITIONS)
@@ -484,6 +488,8 @@ def run(devstack: DevStack, args: argparse.Namespace) -> tuple[dict[str, Any], l
             "new_ratio": args.new_ratio,
             "fault_ratio": args.fault_ratio,
             "fetchers": args.fetchers,
+            "fetcher_workers": args.workers,
+            "fetcher_max_inflight_images": args.inflight_images,
             "partitions": PARTITIONS,
             "repositories": REPOSITORIES,
             "sample_s": args.sample_s,
@@ -542,10 +548,14 @@ def table(result_checks: list[Check]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--minutes", type=float, default=30.0, help="the producing period (steady rate)")
+    # 1,000,000 over 70 minutes (238 events/s, 12 new images/s) is what a 2-core machine running every service
+    # sustains (docs/reliability.md); the issue asks for at least 30 minutes.
+    ap.add_argument("--minutes", type=float, default=70.0, help="the producing period (steady rate)")
     ap.add_argument("--new-ratio", type=float, default=0.05)
     ap.add_argument("--fault-ratio", type=float, default=0.01, help="share of upstream requests failed")
     ap.add_argument("--fetchers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=16, help="each fetcher's fetcher.workers (blob transfers)")
+    ap.add_argument("--inflight-images", type=int, default=24, help="each fetcher's fetcher.max_inflight_images")
     ap.add_argument("--sample-s", type=float, default=10.0)
     ap.add_argument("--drain-s", type=float, default=1800.0, help="longest wait for lag 0 after producing")
     ap.add_argument("--grace-s", type=float, default=10.0, help="wait after lag 0 for late (duplicate) outputs")
