@@ -278,12 +278,12 @@ class ReferrerChecker:
     After a fill: always (the fill's hook). On a later pull of a complete image: once the route's interval has
     passed since the last check, which the memo answers in the poll thread without touching the database."""
 
-    def __init__(self, state: StateStore | None, clock: Any = time.time) -> None:
+    def __init__(self, state: StateStore | None, clock: Any = time.time, *, maxsize: int = 100_000) -> None:
         self.checks = ReferrerChecks(state) if state is not None else None
         self.clock = clock
         # key -> (when last checked or claimed, the route's interval then): a repeat pull inside the interval is
         # answered from here alone, without even a route lookup (the firehose of pulls of complete images).
-        self._claimed: LRUCache[ImageKey, tuple[float, float]] = LRUCache(maxsize=100_000)
+        self._claimed: LRUCache[ImageKey, tuple[float, float]] = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
 
     def after_fill(self, route: Route, client: RegistryClient, sink: Sink, event: ManifestPulled,

@@ -36,8 +36,6 @@ log = logging.getLogger("layerfill.fetcher")
 ImageKey = tuple[str, str, str]
 
 
-QUIET_IMAGES = 100_000
-
 # Shared and never mutated: triage answers most events of a firehose with one of these.
 _ALREADY_COMPLETE = Outcome(label="already_complete")
 _DUPLICATE_IN_BATCH = Outcome(label="duplicate_in_batch")
@@ -75,14 +73,15 @@ class FetcherService(Stage[ManifestPulled]):
         self.sinks = SinkFactory(part_size=cfg.part_bytes, buffer_bytes=cfg.buffer_bytes,
                                  max_connections=cfg.workers + cfg.max_inflight_images)  # fmt: skip
         self.resources = Resources(settings, lambda route: self.sinks.make(route, settings.s3))
-        self.referrers = ReferrerChecker(self.state)
+        self.referrers = ReferrerChecker(self.state, maxsize=cfg.known_images)
         self.leases = BlobLeases(self.state, cfg.instance_id)
         self.filler = ImageFiller(
             settings, self.resources, self.blob_pool, self.leases, lambda: self.loop.stopping, self.referrers
         )
         # Images known complete (as layerfill.kafka.keys.image_key): repeated pulls of popular images never reach
         # the database, and when their records carry the digest header they are not even decoded.
-        self.known_complete = KnownSet(maxsize=100_000)
+        self.known_images = cfg.known_images  # the cap of each per-image structure below
+        self.known_complete = KnownSet(maxsize=cfg.known_images)
         # Images known complete whose repeat pulls are answered without decoding, until their next artifact
         # recheck is due (read and written by triage, in the loop's thread only).
         self._quiet_until: dict[bytes, float] = {}
@@ -156,7 +155,7 @@ class FetcherService(Stage[ManifestPulled]):
 
     def _remember_quiet(self, image: bytes, until: float) -> None:
         """Repeat pulls of `image` need no decoding until `until` (loop thread only: no lock)."""
-        if len(self._quiet_until) >= QUIET_IMAGES:
+        if len(self._quiet_until) >= self.known_images:
             self._quiet_until.clear()  # bounded: the next repeat of each image is decoded once more
         self._quiet_until[image] = until
 

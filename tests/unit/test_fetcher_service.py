@@ -263,3 +263,26 @@ def test_warming_up_without_a_state_db_is_not_fatal(fetcher: FetcherService, mon
 
     monkeypatch.setattr(fetcher.state, "recently_complete", down)
     assert fetcher.warm_up() == 0
+
+
+def test_known_images_caps_every_per_image_structure(fetcher: FetcherService, tmp_path: Path) -> None:
+    settings = fetcher.settings.model_copy(update={"fetcher": fetcher.settings.fetcher.model_copy(
+        update={"known_images": 2})})  # fmt: skip
+    small = FetcherService(settings, codec=codec)
+    try:
+        for i in range(5):
+            small.known_complete.add(b"image-%d" % i)
+            small._remember_quiet(b"image-%d" % i, float("inf"))
+            small.referrers._claimed[("r", "p", f"sha256:{i}")] = (0.0, 1.0)
+        assert len(small.known_complete) <= 2
+        assert len(small._quiet_until) <= 2
+        assert len(small.referrers._claimed) <= 2
+    finally:
+        small.image_pool.shutdown()
+        small.close()
+        small.state.close()
+
+
+def test_known_images_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="known_images"):
+        Settings(fetcher={"known_images": 0})
