@@ -39,8 +39,8 @@ from layerfill.wiring import make_codec
 E = TypeVar("E", bound=Record)
 T = TypeVar("T")
 
-# What triage decides for one event: an outcome now, work for the pool, or None (the stage's `handle`).
-Triaged = Outcome | Callable[[], Outcome] | None
+# What triage decides for one event: an outcome now, or None (the stage's `handle`, on the pool).
+Triaged = Outcome | None
 
 
 @dataclass(frozen=True)
@@ -252,14 +252,13 @@ class Stage(ABC, Generic[E]):
                     self.inflight.release(batch.claimed)
                 jobs.append(self.dead_letter(m, exc, attempts=1))
                 continue
-            work = functools.partial(self.handle, m, ev) if triaged is None else triaged
             key = batch.claimed
-            if isinstance(work, Outcome):
-                jobs.append(work if key is None else self._releasing(key, work))
+            if triaged is not None:
+                jobs.append(triaged if key is None else self._releasing(key, triaged))
             elif key is None:
-                jobs.append(self.pool.submit(work))
+                jobs.append(self.pool.submit(self.handle, m, ev))
             else:
-                jobs.append(self.pool.submit(self._releasing, key, work))
+                jobs.append(self.pool.submit(self._releasing, key, functools.partial(self.handle, m, ev)))
         for label, n in batch.repeats.items():
             self.stage_metrics.events.labels(label).inc(n)
         return jobs

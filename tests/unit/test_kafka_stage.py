@@ -56,8 +56,6 @@ class Echo(Stage[ManifestPulled]):
         if not batch.first(ev.digest):
             batch.repeats["duplicate_in_batch"] += 1
             return Outcome(label="duplicate_in_batch")
-        if ev.repository == "later/repo":
-            return lambda: Outcome(label="deferred")
         return None
 
     def handle(self, m: Message, ev: ManifestPulled) -> Outcome:
@@ -111,9 +109,8 @@ def test_decode_triage_and_handle(echo) -> None:
         encoded(pulled("1"), offset=4),
         encoded(pulled("1"), offset=5),
         encoded(pulled("2"), offset=6),
-        encoded(pulled("3", repository="later/repo"), offset=7),
     ])  # fmt: skip
-    assert [o.label for o in outs] == ["dead_lettered"] * 3 + ["handled", "duplicate_in_batch", "handled", "deferred"]
+    assert [o.label for o in outs] == ["dead_lettered"] * 3 + ["handled", "duplicate_in_batch", "handled"]
     assert dlq(outs[1])["error.message"] == "ValueError: expected a ManifestPulled record, got LayerCached"
     third = dlq(outs[2])
     assert (third["error.class"], third["error.message"], third["attempts"]) == (
