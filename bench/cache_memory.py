@@ -1,9 +1,10 @@
 """What the fetcher keeps per distinct image it knows complete, measured with tracemalloc over N synthetic images
 shaped like the soak's (registry host:port, a 23-character repository, sha256 digests):
 
-- the known-complete set (`FetcherService.known_complete`, a KnownSet: cachetools LRU, image key bytes);
-- the "no decoding until" map (`FetcherService._quiet_until`: image key bytes -> float);
-- the artifact checker's claims (`ReferrerChecker._claimed`: LRU, (registry, repository, digest) -> tuple).
+- the images known complete, each with until when its repeats need no decoding (`FetcherService.known_complete`,
+  a KnownSet: cachetools LRU, image key bytes -> float; until 2026-12-03 a second dict held the float);
+- the artifact checker's claims (`ReferrerChecker._claimed`: LRU, image key bytes -> (checked at, interval); until
+  2026-12-03 keyed by a (registry, repository, digest) tuple).
 
 The soak's RSS growth (docs/reliability.md) is these filling toward their caps, in the steps of their hash tables.
 
@@ -47,21 +48,16 @@ def measure(n: int) -> dict[str, float]:
     def known() -> KnownSet:
         k = KnownSet(maxsize=max(n, 1))
         for i in range(n):
-            k.add(image_key(REGISTRY, REPOSITORY, digest(i)))
+            k[image_key(REGISTRY, REPOSITORY, digest(i))] = time.time() + 3600
         return k
 
-    def quiet() -> dict[bytes, float]:
-        until = time.time() + 3600
-        return {image_key(REGISTRY, REPOSITORY, digest(i)): until for i in range(n)}
-
     def claims() -> ReferrerChecker:
-        checker = ReferrerChecker(None)
+        checker = ReferrerChecker(None, maxsize=max(n, 1))
         for i in range(n):
-            checker._claimed[(REGISTRY, REPOSITORY, digest(i))] = (time.time(), 3600.0)
+            checker._claimed[image_key(REGISTRY, REPOSITORY, digest(i))] = (time.time(), 3600.0)
         return checker
 
-    out = {name: traced(build) / n for name, build in
-           (("known_complete", known), ("quiet_until", quiet), ("referrer_claims", claims))}  # fmt: skip
+    out = {name: traced(build) / n for name, build in (("known_complete", known), ("referrer_claims", claims))}
     out["total"] = sum(out.values())
     return out
 

@@ -79,12 +79,10 @@ class FetcherService(Stage[ManifestPulled]):
             settings, self.resources, self.blob_pool, self.leases, lambda: self.loop.stopping, self.referrers
         )
         # Images known complete (as layerfill.kafka.keys.image_key): repeated pulls of popular images never reach
-        # the database, and when their records carry the digest header they are not even decoded.
-        self.known_images = cfg.known_images  # the cap of each per-image structure below
+        # the database. Each carries until when (on the artifact checker's clock) its repeats need no decoding at
+        # all when their records carry the digest header: its next artifact recheck, 0.0 until triage has asked.
+        # One map, not two: the soak showed the per-image state is what a fetcher's memory grows with.
         self.known_complete = KnownSet(maxsize=cfg.known_images)
-        # Images known complete whose repeat pulls are answered without decoding, until their next artifact
-        # recheck is due (read and written by triage, in the loop's thread only).
-        self._quiet_until: dict[bytes, float] = {}
 
     @property
     def image_pool(self) -> ThreadPoolExecutor:
@@ -104,7 +102,7 @@ class FetcherService(Stage[ManifestPulled]):
             log.exception("listing the images known complete failed; each is looked up on its first event")
             return 0
         for registry, repository, digest in reversed(found):  # the newest last: the LRU keeps them longest
-            self.known_complete.add(image_key(registry, repository, digest))
+            self.known_complete[image_key(registry, repository, digest)] = 0.0
         log.info("images known complete", extra={"images": len(found)})
         return len(found)
 
@@ -122,7 +120,7 @@ class FetcherService(Stage[ManifestPulled]):
         if found is None:
             return None
         image, source = found
-        until = self._quiet_until.get(image)
+        until = self.known_complete.get(image)
         if until is None or source == b"backfill":
             return None
         now = batch.now
@@ -144,7 +142,7 @@ class FetcherService(Stage[ManifestPulled]):
             # validation (it cost as much as the decode).
             batch.repeats["already_complete"] += 1
             done = self._already_complete(ev)
-            self._remember_quiet(image, self.referrers.next_due(_key(ev)))
+            self.known_complete[image] = self.referrers.next_due(_key(ev))
             return done
         self.filler.validate(ev)  # before the state DB or a log line sees its fields
         if not batch.first(_key(ev)):
@@ -152,12 +150,6 @@ class FetcherService(Stage[ManifestPulled]):
             batch.repeats["duplicate_in_batch"] += 1
             return _DUPLICATE_IN_BATCH
         return None
-
-    def _remember_quiet(self, image: bytes, until: float) -> None:
-        """Repeat pulls of `image` need no decoding until `until` (loop thread only: no lock)."""
-        if len(self._quiet_until) >= self.known_images:
-            self._quiet_until.clear()  # bounded: the next repeat of each image is decoded once more
-        self._quiet_until[image] = until
 
     def _already_complete(self, ev: ManifestPulled) -> Outcome:
         """A pull of a complete image: nothing to emit. It looks for new signatures/SBOMs upstream, at most once per
@@ -172,7 +164,7 @@ class FetcherService(Stage[ManifestPulled]):
         extra = {"event_id": ev.event_id, "repository": ev.repository, "digest": ev.digest}
         try:
             if ev.source != "backfill" and self.state.is_complete(*key):
-                self.known_complete.add(_image(ev))
+                self.known_complete[_image(ev)] = 0.0
                 metrics.EVENTS.labels("already_complete").inc()
                 return self._already_complete(ev)
         except Exception:
@@ -219,7 +211,7 @@ class FetcherService(Stage[ManifestPulled]):
             key = _key(ev)
             self.safe_state(self.state.mark_complete, *key, total_bytes=r.plan.total_bytes,
                             fetched_bytes=r.fetched_bytes, blobs=r.blob_records(), event_id=ev.event_id)  # fmt: skip
-            self.known_complete.add(_image(ev))
+            self.known_complete[_image(ev)] = 0.0
 
         return after
 
