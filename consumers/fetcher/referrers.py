@@ -284,7 +284,7 @@ class ReferrerChecker:
         self.clock = clock
         # key -> (when last checked or claimed, the route's interval then): a repeat pull inside the interval is
         # answered from here alone, without even a route lookup (the firehose of pulls of complete images).
-        # Keyed by the image's key bytes, not the (registry, repository, digest) tuple: a third less per image.
+        # Keyed by the image's key bytes: a (registry, repository, digest) tuple kept each event's three strings.
         self._claimed: LRUCache[bytes, tuple[float, float]] = LRUCache(maxsize=maxsize)
         self._lock = threading.Lock()
 
