@@ -2,9 +2,10 @@
 shaped like the soak's (registry host:port, a 23-character repository, sha256 digests):
 
 - the images known complete, each with until when its repeats need no decoding (`FetcherService.known_complete`,
-  a KnownSet: cachetools LRU, image key bytes -> float; until 2026-12-03 a second dict held the float);
-- the artifact checker's claims (`ReferrerChecker._claimed`: LRU, image key bytes -> (checked at, interval); until
-  2026-12-03 keyed by a (registry, repository, digest) tuple).
+  a KnownSet: an OrderedDict LRU, 16-byte image fingerprint -> float; before: a cachetools LRU keyed by the
+  ~120-byte image key, and before that a second dict for the float);
+- the artifact checker's claims (`ReferrerChecker._claimed`: the same LRU, image fingerprint -> when next due; before:
+  image key bytes -> (checked at, interval), and before that a (registry, repository, digest) tuple).
 
 The soak's RSS growth (docs/reliability.md) is these filling toward their caps, in the steps of their hash tables.
 
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from layerfill.consumers.fetcher.referrers import ReferrerChecker
-from layerfill.kafka.keys import image_key
+from layerfill.kafka.keys import image_fingerprint, image_key
 from layerfill.kafka.known import KnownSet
 
 REGISTRY, REPOSITORY = "127.0.0.1:15001", "soak-abcdef12/img-00042"
@@ -48,13 +49,13 @@ def measure(n: int) -> dict[str, float]:
     def known() -> KnownSet:
         k = KnownSet(maxsize=max(n, 1))
         for i in range(n):
-            k[image_key(REGISTRY, REPOSITORY, digest(i))] = time.time() + 3600
+            k[image_fingerprint(image_key(REGISTRY, REPOSITORY, digest(i)))] = time.time() + 3600
         return k
 
     def claims() -> ReferrerChecker:
         checker = ReferrerChecker(None, maxsize=max(n, 1))
         for i in range(n):
-            checker._claimed[image_key(REGISTRY, REPOSITORY, digest(i))] = (time.time(), 3600.0)
+            checker._claimed[image_fingerprint(image_key(REGISTRY, REPOSITORY, digest(i)))] = time.time() + 3600
         return checker
 
     out = {name: traced(build) / n for name, build in (("known_complete", known), ("referrer_claims", claims))}

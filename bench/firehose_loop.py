@@ -19,7 +19,7 @@ from confluent_kafka import Message
 from bench import common
 from layerfill.config.settings import KafkaSettings, Settings
 from layerfill.consumers.fetcher.service import FetcherService
-from layerfill.kafka.keys import image_key
+from layerfill.kafka.keys import image_fingerprint, image_key
 from layerfill.producers.publisher import build_event, manifest_pulled_record
 from layerfill.serde.codec import EventCodec
 from tests.unit.test_txloop_batching import FakeConsumer, FakeProducer
@@ -51,7 +51,7 @@ def run(events: int, workdir: Path) -> dict[str, float]:
     recs = [manifest_pulled_record(codec, "pulled", build_event(registry=REGISTRY, repository=REPO, digest=d,
                                                                 source="distribution")) for d in digests]  # fmt: skip
     for d in digests:  # what the first (decoded) repeat of each image leaves behind
-        svc.known_complete[image_key(REGISTRY, REPO, d)] = float("inf")
+        svc.known_complete[image_fingerprint(image_key(REGISTRY, REPO, d))] = float("inf")
     msgs = [Message(topic="pulled", partition=i % 2, offset=i, key=recs[i % 3].key, value=recs[i % 3].value,
                     headers=list(recs[i % 3].headers)) for i in range(events)]  # fmt: skip
 

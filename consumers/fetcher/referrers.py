@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachetools import LRUCache
 from prometheus_client import Counter
 
 from layerfill.config.routes import Route, find_route
 from layerfill.kafka.classify import describe
-from layerfill.kafka.keys import image_key
+from layerfill.kafka.keys import image_fingerprint, image_key
+from layerfill.kafka.known import Lru
 from layerfill.oci.digest import digest_of
 from layerfill.oci.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
 from layerfill.oci.referrers import (
@@ -282,10 +282,11 @@ class ReferrerChecker:
     def __init__(self, state: StateStore | None, clock: Any = time.time, *, maxsize: int = 100_000) -> None:
         self.checks = ReferrerChecks(state) if state is not None else None
         self.clock = clock
-        # key -> (when last checked or claimed, the route's interval then): a repeat pull inside the interval is
-        # answered from here alone, without even a route lookup (the firehose of pulls of complete images).
-        # Keyed by the image's key bytes: a (registry, repository, digest) tuple kept each event's three strings.
-        self._claimed: LRUCache[bytes, tuple[float, float]] = LRUCache(maxsize=maxsize)
+        # image fingerprint -> when its next check is due (last checked or claimed + the route's interval; inf when
+        # the route never checks): a repeat pull before then is answered from here alone, without even a route
+        # lookup (the firehose of pulls of complete images). A fingerprint and one float: this map holds up to
+        # `fetcher.known_images` entries (a (registry, repository, digest) tuple kept each event's strings).
+        self._claimed: Lru[bytes, float] = Lru(maxsize)
         self._lock = threading.Lock()
 
     def after_fill(self, route: Route, client: RegistryClient, sink: Sink, event: ManifestPulled,
@@ -295,26 +296,27 @@ class ReferrerChecker:
             return None
         key: ImageKey = (event.registry, event.repository, event.digest)
         with self._lock:
-            self._claimed[image_key(*key)] = (self.clock(), route.referrers.recheck_interval_s)
+            self._claimed[_fingerprint(key)] = self.clock() + route.referrers.recheck_interval_s
         # No memory of earlier checks: a fill (first, backfill, repair) verifies every artifact in storage.
         result = self._sync(key, route, client, sink, upstream_repo, subjects, None, trigger="fill")
         return result.event_value()
 
-    def next_due(self, key: ImageKey) -> float:
-        """When (on `clock`) a pull of this image is next due a recheck: inf when its route never checks, 0 when
-        this process has not claimed it. Lets the fetcher answer repeat pulls before then without decoding them."""
+    def next_due(self, image: bytes) -> float:
+        """When (on `clock`) a pull of this image (its `image_fingerprint`) is next due a recheck: inf when its route
+        never checks, 0 when this process has not claimed it. Lets the fetcher answer repeat pulls before then
+        without decoding them."""
         with self._lock:
-            claimed = self._claimed.get(image_key(*key))
-        return 0.0 if claimed is None else claimed[0] + claimed[1]
+            due = self._claimed.get(image)
+        return 0.0 if due is None else due
 
     def due(self, settings_routes: list[Route], event: ManifestPulled) -> bool:
         """Cheap (poll thread): whether a pull of this complete image should look for new artifacts; claims it
         so the same image is not checked twice at once."""
-        ck = image_key(event.registry, event.repository, event.digest)
+        ck = _fingerprint((event.registry, event.repository, event.digest))
         now = self.clock()
         with self._lock:  # an LRU read reorders the cache: never outside the lock (worker threads write it)
-            claimed = self._claimed.get(ck)
-        if claimed is not None and now - claimed[0] < claimed[1]:
+            due = self._claimed.get(ck)
+        if due is not None and now < due:
             return False
         try:
             route = find_route(settings_routes, event.registry, event.repository)
@@ -323,12 +325,12 @@ class ReferrerChecker:
         interval = route.referrers.recheck_interval_s
         with self._lock:
             if not route.referrers.enabled:
-                self._claimed[ck] = (now, float("inf"))  # never due while this process runs
+                self._claimed[ck] = float("inf")  # never due while this process runs
                 return False
-            last = self._claimed.get(ck)
-            if last is not None and now - last[0] < interval:
+            due = self._claimed.get(ck)
+            if due is not None and now < due:  # another thread claimed it meanwhile
                 return False
-            self._claimed[ck] = (now, interval)
+            self._claimed[ck] = now + interval
         return True
 
     def recheck(self, route: Route, client: RegistryClient, sink: Sink, event: ManifestPulled,
@@ -341,7 +343,7 @@ class ReferrerChecker:
             age = self.clock() - previous[0]
             if age < route.referrers.recheck_interval_s:
                 with self._lock:
-                    self._claimed[image_key(*key)] = (self.clock() - age, route.referrers.recheck_interval_s)
+                    self._claimed[_fingerprint(key)] = previous[0] + route.referrers.recheck_interval_s
                 CHECKS.labels("pull", "not_due").inc()
                 return
         subjects = (previous[1].subjects if previous is not None else None) or [event.digest]
@@ -366,7 +368,7 @@ class ReferrerChecker:
         if result.error is not None:
             CHECKS.labels(trigger, "failed").inc()
             with self._lock:
-                self._claimed.pop(image_key(*key), None)  # the next pull tries again
+                self._claimed.pop(_fingerprint(key))  # the next pull tries again
             log.warning("artifact check failed", extra={**extra, "error": result.error})
             return result
         CHECKS.labels(trigger, "done").inc()
@@ -377,3 +379,7 @@ class ReferrerChecker:
             except Exception:
                 log.exception("recording the artifact check failed")
         return result
+
+
+def _fingerprint(key: ImageKey) -> bytes:
+    return image_fingerprint(image_key(*key))

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from confluent_kafka import Message
 
 from layerfill.config.settings import Settings
-from layerfill.kafka.keys import image_from_headers, image_key, repository_key
+from layerfill.kafka.keys import image_fingerprint, image_from_headers, image_key, repository_key
 from layerfill.kafka.known import KnownSet
 from layerfill.kafka.producer import OutRecord
 from layerfill.kafka.retry import read_retry_headers
@@ -46,7 +46,8 @@ def _key(ev: ManifestPulled) -> ImageKey:
 
 
 def _image(ev: ManifestPulled) -> bytes:
-    return image_key(ev.registry, ev.repository, ev.digest)
+    """The image's key in the per-image maps (known complete, artifact-check claims)."""
+    return image_fingerprint(image_key(ev.registry, ev.repository, ev.digest))
 
 
 def _reason(event: ManifestPulled, retry_attempt: int, attempt: int) -> str:
@@ -78,7 +79,7 @@ class FetcherService(Stage[ManifestPulled]):
         self.filler = ImageFiller(
             settings, self.resources, self.blob_pool, self.leases, lambda: self.loop.stopping, self.referrers
         )
-        # Images known complete (as layerfill.kafka.keys.image_key): repeated pulls of popular images never reach
+        # Images known complete (by layerfill.kafka.keys.image_fingerprint): repeated pulls of popular images never reach
         # the database. Each carries until when (on the artifact checker's clock) its repeats need no decoding at
         # all when their records carry the digest header: its next artifact recheck, 0.0 until triage has asked.
         # One map, not two: the soak showed the per-image state is what a fetcher's memory grows with.
@@ -102,7 +103,7 @@ class FetcherService(Stage[ManifestPulled]):
             log.exception("listing the images known complete failed; each is looked up on its first event")
             return 0
         for registry, repository, digest in reversed(found):  # the newest last: the LRU keeps them longest
-            self.known_complete[image_key(registry, repository, digest)] = 0.0
+            self.known_complete[image_fingerprint(image_key(registry, repository, digest))] = 0.0
         log.info("images known complete", extra={"images": len(found)})
         return len(found)
 
@@ -120,7 +121,7 @@ class FetcherService(Stage[ManifestPulled]):
         if found is None:
             return None
         image, source = found
-        until = self.known_complete.get(image)
+        until = self.known_complete.get(image_fingerprint(image))
         if until is None or source == b"backfill":
             return None
         now = batch.now
@@ -142,7 +143,7 @@ class FetcherService(Stage[ManifestPulled]):
             # validation (it cost as much as the decode).
             batch.repeats["already_complete"] += 1
             done = self._already_complete(ev)
-            self.known_complete[image] = self.referrers.next_due(_key(ev))
+            self.known_complete[image] = self.referrers.next_due(image)
             return done
         self.filler.validate(ev)  # before the state DB or a log line sees its fields
         if not batch.first(_key(ev)):

@@ -1,22 +1,62 @@
-"""A bounded set of keys a stage knows are done (images complete, manifests scanned), safe from any thread; a
-key may carry a value (the fetcher keeps, per image, until when its repeats need no decoding).
+"""Bounded maps of keys a stage knows are done (images complete, manifests scanned); a key may carry a value (the
+fetcher keeps, per image, until when its repeats need no decoding).
 
-Triage reads it in the loop's thread and after-commit steps or pool workers add to it: cachetools' LRUCache,
-which keeps it bounded, is not thread-safe (concurrent inserts that evict corrupt its order and raise
-KeyError), so every access holds one lock. Each access is a dict operation: the lock is never held long."""
+`Lru` is a least-recently-used map on one OrderedDict. cachetools' LRUCache keeps a dict and an OrderedDict of the
+same keys: per entry it costs a third more (bench.cache_memory), and these maps hold up to `fetcher.known_images`
+entries each, which is what a long-running fetcher's memory grows with (docs/reliability.md).
+
+`KnownSet` is an Lru safe from any thread: triage reads it in the loop's thread and after-commit steps or pool
+workers add to it, and an LRU read reorders the map. Every access holds one lock; each is a dict operation, so the
+lock is never held long."""
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from cachetools import LRUCache
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Lru(Generic[K, V]):
+    """At most `maxsize` entries; a read or a write makes its key the most recently used, and a write beyond
+    `maxsize` drops the least recently used. Not thread-safe: callers hold their own lock."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        try:
+            self._data.move_to_end(key)
+        except KeyError:
+            return default
+        return self._data[key]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        data = self._data
+        data[key] = value
+        data.move_to_end(key)
+        if len(data) > self.maxsize:
+            data.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data  # a membership test is not a use
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        return self._data.pop(key, default)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class KnownSet:
     def __init__(self, maxsize: int = 100_000) -> None:
-        self._keys: LRUCache[Hashable, Any] = LRUCache(maxsize=maxsize)
+        self._keys: Lru[Hashable, Any] = Lru(maxsize)
         self._lock = threading.Lock()
 
     def __contains__(self, key: Hashable) -> bool:
@@ -42,4 +82,4 @@ class KnownSet:
 
     @property
     def maxsize(self) -> int:
-        return int(self._keys.maxsize)
+        return self._keys.maxsize

@@ -272,7 +272,7 @@ def test_known_images_caps_every_per_image_structure(fetcher: FetcherService, tm
     try:
         for i in range(5):
             small.known_complete[b"image-%d" % i] = float("inf")
-            small.referrers._claimed[b"image-%d" % i] = (0.0, 1.0)
+            small.referrers._claimed[b"image-%d" % i] = 1.0
         assert len(small.known_complete) == 2 and small.known_complete.get(b"image-4") == float("inf")
         assert len(small.referrers._claimed) == 2
     finally:

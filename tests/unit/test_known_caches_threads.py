@@ -1,7 +1,8 @@
 """The caches of images known complete (fetcher) and manifests known scanned (scanner) are read by triage in the
-loop's thread and written by after-commit steps and the image pool's workers. A cachetools LRUCache alone is not
-thread-safe: concurrent inserts that evict race in its popitem (KeyError) and corrupt its size. Hammered here
-from the services' own pools, past the caches' bound (100,000 keys) so that inserts evict."""
+loop's thread and written by after-commit steps and the image pool's workers. An LRU alone is not thread-safe
+(with cachetools' LRUCache, used before, concurrent inserts that evict raced in its popitem (KeyError) and
+corrupted its size). Hammered here from the services' own pools, past the caches' bound (100,000 keys) so that
+inserts evict."""
 
 from __future__ import annotations
 
