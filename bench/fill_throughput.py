@@ -6,7 +6,8 @@ In the same run, side by side, with the same concurrency as the fetcher (one tra
     concurrent PUTs of the same bytes to the S3 server (minio put_object fed by a generator); the slower wins;
   - `skopeo copy docker://<upstream>/<image> dir:<tmp>` of the same image;
   - the fetcher's fill: fetched bytes / (ImageCached.completed_at - started_at), and its peak RSS.
-With --profile-mem the cache is emptied and the image filled once more under tracemalloc (slower, so not timed):
+With --py-spy FILE the timed fill is sampled by py-spy (every thread, idle ones too; speedscope JSON): where the
+fetcher's time goes when it is the limit. With --profile-mem the cache is emptied and the image filled once more under tracemalloc (slower, so not timed):
 the top allocation sites near the traced peak show where the memory goes (bench/memhook/sitecustomize.py).
 Afterwards the image's blobs are deleted from the upstream's storage, the cache bucket and the temp dirs.
 
@@ -19,7 +20,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -130,7 +133,8 @@ def skopeo_copy(upstream_registry: str, repo: str, dest: Path) -> float:
     return time.monotonic() - start
 
 
-def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: str, env: dict | None = None) -> dict:
+def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: str, env: dict | None = None,
+                 py_spy: Path | None = None) -> dict:  # fmt: skip
     p = Pipeline(
         devstack,
         wd / "pipeline",
@@ -141,6 +145,7 @@ def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: s
     try:
         proc = p.start("fetcher", env=env)
         rss_at_start = psutil.Process(proc.pid).memory_info().rss
+        spy = _py_spy(proc.pid, py_spy) if py_spy else None
         with common.PeakRss(proc.pid) as rss:
             t0 = time.monotonic()
             common.produce_pulls(p.settings.kafka.bootstrap_servers, p.topics.manifest_pulled.name,
@@ -148,6 +153,9 @@ def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: s
             cached = p.read(p.topics.image_cached.name, until=lambda rs: any(r["digest"] == digest for r in rs),
                             timeout=1800)  # fmt: skip
             end_to_end = time.monotonic() - t0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=120)
         ic = next(r for r in cached if r["digest"] == digest)
         secs = (ic["completed_at"] - ic["started_at"]).total_seconds()
         return {
@@ -160,6 +168,13 @@ def fetcher_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: s
         }
     finally:
         p.close()
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(exe), "record", "--pid", str(pid), "--idle", "--threads", "--rate", "50",
+                             "--format", "speedscope", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
 def profiled_fill(devstack: DevStack, wd: Path, prefix: str, repo: str, digest: str) -> dict:
@@ -206,6 +221,7 @@ def run(
     blobs: list[Blob],
     build_s: float,
     profile_mem: bool = False,
+    py_spy: Path | None = None,
 ) -> dict:
     repo = f"{prefix}/big"
     layers = len(blobs)
@@ -227,7 +243,7 @@ def run(
         puts = concurrent(put_blob(s3, bucket, scratch, settings.fetcher.part_bytes), blobs, workers)
         print(f"plain PUTs:  {puts['bytes_per_s'] / 2**20:.0f} MiB/s")
         clean_s3(s3, bucket, [scratch])
-        fill = fetcher_fill(devstack, wd, prefix, repo, manifest_digest)
+        fill = fetcher_fill(devstack, wd, prefix, repo, manifest_digest, py_spy=py_spy)
         print(f"fetcher:     {fill['bytes_per_s'] / 2**20:.0f} MiB/s, peak RSS {fill['peak_rss_mib']:.0f} MiB")
         cached_blobs = [repository_prefix(root, repo)] + [
             blob_data_key(root, d).rsplit("/", 1)[0] + "/" for d in digests
@@ -289,6 +305,7 @@ def main() -> None:
     ap.add_argument("--layer-mib", type=int, default=440)
     ap.add_argument("--name", default="fill_throughput", help="results file name under bench/results/")
     ap.add_argument("--profile-mem", action="store_true", help="fill again under tracemalloc: top allocation sites")
+    ap.add_argument("--py-spy", type=Path, metavar="FILE", help="sample the timed fill with py-spy (speedscope JSON)")
     args = ap.parse_args()
     prefix = common.run_id("benchfill")
     wd = common.workdir(prefix)
@@ -298,7 +315,16 @@ def main() -> None:
         print(f"built {args.layers} layers, {sum(b[1] for b in blobs) / 2**30:.2f} GiB, in {build_s:.0f}s")
         with common.e2e_lock():
             devstack = ensure_up()
-            result = run(devstack, devstack.settings(), wd, prefix, blobs, build_s, args.profile_mem)
+            result = run(
+                devstack,
+                devstack.settings(),
+                wd,
+                prefix,
+                blobs,
+                build_s,
+                args.profile_mem,
+                args.py_spy.resolve() if args.py_spy else None,
+            )
     finally:
         common.remove(wd)
     print(f"fetcher/pipe = {result['ratio_fetcher_to_pipe']}, fetcher/skopeo = {result['ratio_fetcher_to_skopeo']}")
