@@ -143,3 +143,64 @@ def test_readinto_refuses_a_short_source() -> None:
     reader = VerifyingReader(chunks(DATA[:-5], 1024), DIGEST, len(DATA))
     with pytest.raises(SinkIntegrityError, match="size mismatch"):
         readinto_all(reader, 4096)
+
+
+class SelfChecking:
+    """A source that checks its own digest when it reaches its end, as the upstream's BlobStream does."""
+
+    verifies_digest = True
+
+    def __init__(self, data: bytes, digest: str, size: int = 1024) -> None:
+        self.digest = digest
+        self._chunks = chunks(data, size)
+        self._hash = hashlib.sha256()
+
+    def __iter__(self) -> "SelfChecking":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            if "sha256:" + self._hash.hexdigest() != self.digest:
+                raise ValueError("the source's own digest check failed") from None
+            raise
+        self._hash.update(chunk)
+        return chunk
+
+
+def test_a_source_that_checks_the_same_digest_is_not_hashed_again() -> None:
+    reader = VerifyingReader(SelfChecking(DATA, DIGEST), DIGEST, len(DATA))
+    assert not reader.hashes
+    assert readinto_all(reader, 4096) == DATA and reader.bytes_received == len(DATA)
+
+
+def test_a_self_checking_sources_failure_comes_before_the_last_bytes_are_handed_out() -> None:
+    bad = DATA[:-1] + b"\x00"
+    reader = VerifyingReader(SelfChecking(bad, DIGEST), DIGEST, len(DATA))
+    assert reader.readinto(bytearray(8192)) == 8192
+    with pytest.raises(SourceFailed, match="own digest check failed"):
+        reader.readinto(bytearray(8192))  # the read that reaches the size pulls the source to its end first
+
+
+def test_a_self_checking_source_is_still_held_to_the_size() -> None:
+    short = VerifyingReader(SelfChecking(DATA[:-5], "sha256:" + hashlib.sha256(DATA[:-5]).hexdigest()),
+                            "sha256:" + hashlib.sha256(DATA[:-5]).hexdigest(), len(DATA))  # fmt: skip
+    with pytest.raises(SinkIntegrityError, match="size mismatch"):
+        readinto_all(short, 4096)
+    long_digest = "sha256:" + hashlib.sha256(DATA + b"x").hexdigest()
+    long = VerifyingReader(SelfChecking(DATA + b"x", long_digest, 10241), long_digest, len(DATA))
+    with pytest.raises(SinkIntegrityError, match="more than 10240 bytes"):
+        long.readinto(bytearray(20000))
+
+
+def test_a_source_that_checks_another_digest_is_hashed_here() -> None:
+    other = "sha256:" + hashlib.sha256(b"other").hexdigest()
+    reader = VerifyingReader(SelfChecking(DATA, other), DIGEST, len(DATA))
+    assert reader.hashes
+
+
+def test_the_upstreams_blob_stream_says_it_checks_its_digest() -> None:
+    from layerfill.remote.blob import BlobStream
+
+    assert BlobStream.verifies_digest is True  # the fill relies on it (test_remote_blob: it raises at its end)
