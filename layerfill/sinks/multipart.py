@@ -1,9 +1,9 @@
 """Upload a stream of known size to S3 part by part, each part's bytes held under a ByteBudget.
 
 minio's `put_object` keeps the previous part referenced while it reads the next one, so each transfer holds
-up to two parts, and it cannot be told to wait for memory. This loop reserves a part's bytes in the budget,
-reads the part, uploads it, drops it and only then releases the reservation: the bytes held in part buffers
-across all transfers never exceed the budget (a lone part larger than the budget excepted, see ByteBudget).
+up to two parts, and it cannot be told to wait for memory. This loop borrows a part's buffer from the budget,
+reads the part into it, uploads it and only then gives it back: the bytes held in part buffers across all
+transfers never exceed the budget (a lone part larger than the budget excepted, see ByteBudget).
 
 The object is made visible only by the last request: the single PutObject of a blob up to `part_size`, sent
 after its last byte was read, or CompleteMultipartUpload, sent after the last part was read. A reader that
@@ -56,17 +56,18 @@ def upload(
     """Store exactly `size` bytes of `reader` at `key`; errors from the reader or S3 propagate unchanged."""
     headers = {"Content-Type": content_type}
     if size <= part_size:
-        with budget.reserve(size):
-            client._put_object(bucket, key, _read_part(reader, size, key) if size else b"", headers)
+        if not size:
+            client._put_object(bucket, key, b"", headers)
+            return
+        with budget.buffer(size) as buffer:
+            client._put_object(bucket, key, _read_part(reader, buffer, key), headers)
         return
     upload_id = client._create_multipart_upload(bucket, key, dict(headers))
     try:
         parts: list[Part] = []
         for number, length in enumerate(part_lengths(size, part_size), start=1):
-            with budget.reserve(length):
-                data = _read_part(reader, length, key)
-                etag = client._upload_part(bucket, key, data, None, upload_id, number)
-                del data  # gone before the bytes go back to the budget
+            with budget.buffer(length) as buffer:
+                etag = client._upload_part(bucket, key, _read_part(reader, buffer, key), None, upload_id, number)
             parts.append(Part(number, etag))
         client._complete_multipart_upload(bucket, key, upload_id, parts)
     except BaseException:
@@ -76,9 +77,9 @@ def upload(
         raise
 
 
-def _read_part(reader: Readable, n: int, key: str) -> bytearray:
-    """`n` bytes read straight into one buffer: the part is never held twice (chunks plus their join)."""
-    buffer = bytearray(n)
+def _read_part(reader: Readable, buffer: bytearray, key: str) -> bytearray:
+    """`buffer` filled straight from the reader: the part is never held twice (chunks plus their join)."""
+    n = len(buffer)
     with memoryview(buffer) as view:
         have = 0
         while have < n:

@@ -128,3 +128,51 @@ def test_release_more_than_held_is_an_error() -> None:
     with pytest.raises(ValueError):
         budget.acquire(-1)
     assert budget.held == 4
+
+
+MIB = 1024 * 1024
+
+
+def test_a_returned_buffer_is_lent_again_while_other_transfers_run() -> None:
+    budget = ByteBudget(4 * MIB)
+    with budget.buffer(MIB):  # another transfer: something stays held
+        with budget.buffer(2 * MIB) as first:
+            first[:3] = b"abc"
+        assert budget.kept == 2 * MIB
+        with budget.buffer(2 * MIB) as second:
+            assert second is first and budget.kept == 0
+        with budget.buffer(MIB) as other_size:
+            assert other_size is not first and len(other_size) == MIB
+
+
+def test_kept_buffers_are_dropped_when_nothing_is_held() -> None:
+    budget = ByteBudget(4 * MIB)
+    with budget.buffer(2 * MIB):
+        pass
+    assert budget.kept == 0 and budget.held == 0
+
+
+def test_kept_and_lent_buffers_stay_within_the_capacity() -> None:
+    budget = ByteBudget(4 * MIB)
+    with budget.buffer(MIB):
+        for size in (2 * MIB, 3 * MIB, 2 * MIB + 1, 3 * MIB):
+            with budget.buffer(size) as buf:
+                assert len(buf) == size
+                assert budget.kept + budget.held <= 4 * MIB
+            assert budget.kept + budget.held <= 4 * MIB
+
+
+def test_small_buffers_are_not_kept() -> None:
+    budget = ByteBudget(4 * MIB)
+    with budget.buffer(MIB):
+        with budget.buffer(1000) as small:
+            assert len(small) == 1000
+        assert budget.kept == 0
+
+
+def test_a_buffer_goes_back_when_its_block_raises() -> None:
+    budget = ByteBudget(4 * MIB)
+    with budget.buffer(MIB):
+        with pytest.raises(RuntimeError), budget.buffer(2 * MIB):
+            raise RuntimeError("upload failed")
+        assert budget.held == MIB and budget.kept == 2 * MIB
