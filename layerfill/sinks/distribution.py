@@ -103,6 +103,7 @@ class DistributionSink(Sink):
         self.bucket = s3.bucket
         self.root = s3.root_directory
         self.part_size = part_size
+        self.sign_parts = s3.sign_parts
         self.budget = budget or ByteBudget(DEFAULT_BUFFER_BYTES)
         pin_mmap_threshold()  # freed part buffers go back to the OS, so RSS follows the budget
         self._http = make_http_pool(max_connections=max_connections) if client is None else None
@@ -309,7 +310,8 @@ class DistributionSink(Sink):
                 reader.finish()  # a zero-length stream is never read: verify it here
             with s3_errors("upload", key):
                 upload(self._client, self.bucket, key, reader, size, part_size=part_size_for(size, self.part_size),
-                       budget=self.budget, content_type=_OCTET_STREAM)  # fmt: skip
+                       budget=self.budget, content_type=_OCTET_STREAM, sha256=_sha256_hex(digest),
+                       unsigned_parts=not self.sign_parts)  # fmt: skip
         except SourceFailed as failed:
             raise failed.original from None
 
@@ -391,3 +393,9 @@ def _is_repository(name: str) -> bool:
     except InvalidReference:
         return False
     return True
+
+
+def _sha256_hex(digest: str) -> str | None:
+    """The hex SHA-256 an S3 PUT of the whole blob is signed with, when the blob is addressed by one."""
+    d = Digest.parse(digest)
+    return d.hex if d.algorithm == "sha256" else None

@@ -24,6 +24,7 @@ from minio.datatypes import Part
 
 from layerfill.sinks.base import SinkIntegrityError
 from layerfill.sinks.budget import ByteBudget
+from layerfill.sinks.s3client import PAYLOAD_HASH, UNSIGNED_PAYLOAD
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +53,31 @@ def upload(
     part_size: int,
     budget: ByteBudget,
     content_type: str,
+    sha256: str | None = None,
+    unsigned_parts: bool = False,
 ) -> None:
-    """Store exactly `size` bytes of `reader` at `key`; errors from the reader or S3 propagate unchanged."""
+    """Store exactly `size` bytes of `reader` at `key`; errors from the reader or S3 propagate unchanged.
+
+    `sha256` (hex), the object's hash when known, signs a single PUT in place of hashing the body (the server
+    refuses a body that does not match it); `unsigned_parts` sends multipart parts as UNSIGNED-PAYLOAD. Both need
+    the client to honour a named payload hash (layerfill.sinks.s3client.CacheMinio)."""
     headers = {"Content-Type": content_type}
     if size <= part_size:
         if not size:
             client._put_object(bucket, key, b"", headers)
             return
         with budget.buffer(size) as buffer:
-            client._put_object(bucket, key, _read_part(reader, buffer, key), headers)
+            body = _read_part(reader, buffer, key)
+            client._put_object(bucket, key, body, {**headers, PAYLOAD_HASH: sha256} if sha256 else headers)
         return
+    part_headers = {PAYLOAD_HASH: UNSIGNED_PAYLOAD} if unsigned_parts else None
     upload_id = client._create_multipart_upload(bucket, key, dict(headers))
     try:
         parts: list[Part] = []
         for number, length in enumerate(part_lengths(size, part_size), start=1):
             with budget.buffer(length) as buffer:
-                etag = client._upload_part(bucket, key, _read_part(reader, buffer, key), None, upload_id, number)
+                body = _read_part(reader, buffer, key)
+                etag = client._upload_part(bucket, key, body, part_headers and dict(part_headers), upload_id, number)
             parts.append(Part(number, etag))
         client._complete_multipart_upload(bucket, key, upload_id, parts)
     except BaseException:

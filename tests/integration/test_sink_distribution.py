@@ -682,3 +682,47 @@ def test_concurrent_large_blobs_hold_part_buffers_within_the_budget(
         finally:
             last.close()
             last.release_conn()
+
+
+# -- payload hashes ----------------------------------------------------------------------------------
+
+
+def _reader(data: bytes):  # type: ignore[no-untyped-def]
+    from layerfill.sinks.verified_stream import VerifyingReader
+
+    return VerifyingReader([data], sha256(data), len(data))
+
+
+def test_a_single_put_signed_with_the_blobs_digest_is_checked_by_the_server(
+    client: Minio, s3: S3Settings, cleanup: Callable[[str], None]
+) -> None:
+    from minio.error import S3Error
+
+    from layerfill.sinks.budget import ByteBudget
+    from layerfill.sinks.multipart import upload
+
+    data, key = os.urandom(200_000), f"layerfill-test/payload-{uuid.uuid4().hex[:12]}"
+    cleanup(key)
+    budget = ByteBudget(8 * MiB)
+    upload(client, s3.bucket, key, _reader(data), len(data), part_size=SMALL_PART, budget=budget,
+           content_type="application/octet-stream", sha256=sha256(data).split(":")[1])  # fmt: skip
+    assert object_bytes(client, s3.bucket, key) == data
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    with pytest.raises(S3Error) as refused:
+        upload(client, s3.bucket, key + "-wrong", _reader(data), len(data), part_size=SMALL_PART, budget=budget,
+               content_type="application/octet-stream", sha256=wrong)  # fmt: skip
+    assert "sha256" in refused.value.code.lower() or "digest" in refused.value.code.lower(), refused.value.code
+    assert object_bytes(client, s3.bucket, key + "-wrong") is None
+
+
+@pytest.mark.parametrize("sign_parts", [False, True])
+def test_multipart_blobs_store_with_signed_or_unsigned_parts(
+    s3: S3Settings, client: Minio, cleanup: Callable[[str], None], sign_parts: bool
+) -> None:
+    repo, data = new_repo(), os.urandom(2 * SMALL_PART + 12345)
+    blob, source = blob_of(data)
+    cleanup(repository_prefix(s3.root_directory, repo))
+    cleanup(blob_data_key(s3.root_directory, blob.digest))
+    with DistributionSink(s3.model_copy(update={"sign_parts": sign_parts}), part_size=SMALL_PART) as sink:
+        assert sink.store_blob(repo, blob, source) == StoreResult("fetched", len(data))
+    assert object_bytes(client, s3.bucket, blob_data_key(s3.root_directory, blob.digest)) == data
