@@ -3,7 +3,10 @@
 In the same run, side by side, with the same concurrency as the fetcher (one transfer per blob, at most
 `fetcher.workers`):
   - the pipe limit: plain concurrent GETs of the same blobs from the upstream (streamed, discarded) and plain
-    concurrent PUTs of the same bytes to the S3 server (minio put_object fed by a generator); the slower wins;
+    concurrent PUTs of the same bytes to the S3 server, two ways: minio's put_object fed by a generator (the SDK's
+    default: every part's SHA-256 signed), and layerfill's own upload from the local files (parts sent as
+    UNSIGNED-PAYLOAD, as the fetcher sends them with `s3.sign_parts` off). The pipe is the slower of the GETs and
+    the faster of the PUTs: the best this run could move, so the fetcher's cheaper PUTs are not counted as a gain;
   - `skopeo copy docker://<upstream>/<image> dir:<tmp>` of the same image;
   - the fetcher's fill: fetched bytes / (ImageCached.completed_at - started_at), and its peak RSS.
 With --py-spy FILE the timed fill is sampled by py-spy (every thread, idle ones too; speedscope JSON): where the
@@ -35,7 +38,9 @@ from minio import Minio
 from bench import common
 from layerfill.config.settings import Settings
 from layerfill.oci.manifest import Platform
+from layerfill.sinks.budget import ByteBudget
 from layerfill.sinks.layout import blob_data_key, repository_prefix, storage_prefix
+from layerfill.sinks.multipart import upload
 from layerfill.sinks.s3client import make_http_pool, make_minio
 from layerfill.testimages.layout import OciLayout
 from layerfill.testimages.push import push_image
@@ -120,6 +125,20 @@ def put_blob(client: Minio, bucket: str, scratch: str, part: int) -> callable:  
         digest, size, path = blob
         client.put_object(bucket, f"{scratch}{digest.split(':')[1]}", _GenReader(_file_chunks(path)), size,
                           part_size=part)  # fmt: skip
+        return size
+
+    return one
+
+
+def put_blob_unsigned(client: Minio, bucket: str, scratch: str, part: int) -> callable:  # type: ignore[valid-type]
+    """layerfill's multipart upload of the local file, parts unsigned: the fetcher's PUTs without its GETs."""
+    budget = ByteBudget(64 * part)  # never the limit here
+
+    def one(blob: Blob) -> int:
+        digest, size, path = blob
+        with path.open("rb") as f:
+            upload(client, bucket, f"{scratch}u-{digest.split(':')[1]}", f, size, part_size=part, budget=budget,
+                   content_type="application/octet-stream", unsigned_parts=True)  # fmt: skip
         return size
 
     return one
@@ -241,7 +260,10 @@ def run(
         gets = concurrent(get_blob(upstream, repo), blobs, workers)
         print(f"plain GETs:  {gets['bytes_per_s'] / 2**20:.0f} MiB/s")
         puts = concurrent(put_blob(s3, bucket, scratch, settings.fetcher.part_bytes), blobs, workers)
-        print(f"plain PUTs:  {puts['bytes_per_s'] / 2**20:.0f} MiB/s")
+        print(f"plain PUTs:  {puts['bytes_per_s'] / 2**20:.0f} MiB/s (minio put_object, signed parts)")
+        clean_s3(s3, bucket, [scratch])
+        unsigned = concurrent(put_blob_unsigned(s3, bucket, scratch, settings.fetcher.part_bytes), blobs, workers)
+        print(f"plain PUTs:  {unsigned['bytes_per_s'] / 2**20:.0f} MiB/s (layerfill's upload, unsigned parts)")
         clean_s3(s3, bucket, [scratch])
         fill = fetcher_fill(devstack, wd, prefix, repo, manifest_digest, py_spy=py_spy)
         print(f"fetcher:     {fill['bytes_per_s'] / 2**20:.0f} MiB/s, peak RSS {fill['peak_rss_mib']:.0f} MiB")
@@ -267,7 +289,8 @@ def run(
             print(f"removed {removed} objects from the cache bucket")
         clean_upstream(devstack, prefix, digests)
         common.remove(wd)
-    pipe = min(gets["bytes_per_s"], puts["bytes_per_s"])
+    best_put = max(puts["bytes_per_s"], unsigned["bytes_per_s"])
+    pipe = min(gets["bytes_per_s"], best_put)
     result = {
         "layers": layers,
         "total_bytes": total,
@@ -280,8 +303,9 @@ def run(
         "image_build_seconds": round(build_s, 1),
         "plain_get": gets,
         "plain_put": puts,
+        "plain_put_unsigned_parts": unsigned,
         "pipe_limit_bytes_per_s": pipe,
-        "pipe_limited_by": "upstream GET" if gets["bytes_per_s"] <= puts["bytes_per_s"] else "S3 PUT",
+        "pipe_limited_by": "upstream GET" if gets["bytes_per_s"] <= best_put else "S3 PUT",
         "fetcher": fill,
         "skopeo_copy": skopeo,
         "ratio_fetcher_to_pipe": common.ratio(fill["bytes_per_s"], pipe),
