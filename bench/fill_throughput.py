@@ -7,6 +7,10 @@ In the same run, side by side, with the same concurrency as the fetcher (one tra
     default: every part's SHA-256 signed), and layerfill's own upload from the local files (parts sent as
     UNSIGNED-PAYLOAD, as the fetcher sends them with `s3.sign_parts` off). The pipe is the slower of the GETs and
     the faster of the PUTs: the best this run could move, so the fetcher's cheaper PUTs are not counted as a gain;
+  - the relay: each blob GET from the upstream streamed straight into layerfill's upload (unsigned parts, the same
+    part size and concurrency), verifying nothing: the bytes' whole path with nothing of the product's work on it.
+    On a machine where the upstream registry, the S3 server and the fetcher share the cores, GETs and PUTs alone
+    each overstate what a copy can do; the relay is the pipe a copy runs through;
   - `skopeo copy docker://<upstream>/<image> dir:<tmp>` of the same image;
   - the fetcher's fill: fetched bytes / (ImageCached.completed_at - started_at), and its peak RSS.
 With --py-spy FILE the timed fill is sampled by py-spy (every thread, idle ones too; speedscope JSON): where the
@@ -144,6 +148,44 @@ def put_blob_unsigned(client: Minio, bucket: str, scratch: str, part: int) -> ca
     return one
 
 
+class _ChunkReader:
+    """`readinto` over a chunk iterator (the relay's upload source)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = memoryview(b"")
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        out, have = memoryview(buffer).cast("B"), 0
+        while have < len(out):
+            if not self._rest:
+                chunk = next(self._chunks, b"")
+                if not chunk:
+                    break
+                self._rest = memoryview(chunk)
+            take = min(len(out) - have, len(self._rest))
+            out[have : have + take] = self._rest[:take]
+            self._rest, have = self._rest[take:], have + take
+        return have
+
+
+def relay_blob(upstream: str, repo: str, client: Minio, bucket: str, scratch: str, part: int) -> callable:  # type: ignore[valid-type]
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=32))
+    budget = ByteBudget(64 * part)
+
+    def one(blob: Blob) -> int:
+        digest, size, _ = blob
+        with session.get(f"{upstream}/v2/{repo}/blobs/{digest}", stream=True, timeout=60) as r:
+            r.raise_for_status()
+            reader = _ChunkReader(r.raw.stream(CHUNK, decode_content=False))
+            upload(client, bucket, f"{scratch}r-{digest.split(':')[1]}", reader, size, part_size=part, budget=budget,
+                   content_type="application/octet-stream", unsigned_parts=True)  # fmt: skip
+        return size
+
+    return one
+
+
 def skopeo_copy(upstream_registry: str, repo: str, dest: Path) -> float:
     start = time.monotonic()
     subprocess.run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false",
@@ -265,6 +307,10 @@ def run(
         unsigned = concurrent(put_blob_unsigned(s3, bucket, scratch, settings.fetcher.part_bytes), blobs, workers)
         print(f"plain PUTs:  {unsigned['bytes_per_s'] / 2**20:.0f} MiB/s (layerfill's upload, unsigned parts)")
         clean_s3(s3, bucket, [scratch])
+        part = settings.fetcher.part_bytes
+        relay = concurrent(relay_blob(upstream, repo, s3, bucket, scratch, part), blobs, workers)
+        print(f"relay:       {relay['bytes_per_s'] / 2**20:.0f} MiB/s (GET streamed into the upload, nothing verified)")
+        clean_s3(s3, bucket, [scratch])
         fill = fetcher_fill(devstack, wd, prefix, repo, manifest_digest, py_spy=py_spy)
         print(f"fetcher:     {fill['bytes_per_s'] / 2**20:.0f} MiB/s, peak RSS {fill['peak_rss_mib']:.0f} MiB")
         cached_blobs = [repository_prefix(root, repo)] + [
@@ -304,11 +350,13 @@ def run(
         "plain_get": gets,
         "plain_put": puts,
         "plain_put_unsigned_parts": unsigned,
+        "relay": relay,
         "pipe_limit_bytes_per_s": pipe,
         "pipe_limited_by": "upstream GET" if gets["bytes_per_s"] <= best_put else "S3 PUT",
         "fetcher": fill,
         "skopeo_copy": skopeo,
         "ratio_fetcher_to_pipe": common.ratio(fill["bytes_per_s"], pipe),
+        "ratio_fetcher_to_relay": common.ratio(fill["bytes_per_s"], relay["bytes_per_s"]),
         "ratio_fetcher_to_skopeo": common.ratio(fill["bytes_per_s"], skopeo["bytes_per_s"]),
         "targets": {"ratio_to_pipe": 0.95, "peak_rss_mib": 256},
     }
@@ -351,7 +399,8 @@ def main() -> None:
             )
     finally:
         common.remove(wd)
-    print(f"fetcher/pipe = {result['ratio_fetcher_to_pipe']}, fetcher/skopeo = {result['ratio_fetcher_to_skopeo']}")
+    print(f"fetcher/pipe = {result['ratio_fetcher_to_pipe']}, fetcher/relay = {result['ratio_fetcher_to_relay']}, "
+          f"fetcher/skopeo = {result['ratio_fetcher_to_skopeo']}")  # fmt: skip
     common.write_result(args.name, result)
 
 
