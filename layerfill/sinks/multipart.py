@@ -77,6 +77,7 @@ def upload(
         for number, length in enumerate(part_lengths(size, part_size), start=1):
             with budget.buffer(length) as buffer:
                 body = _read_part(reader, buffer, key)
+                # A copy per part: minio adds the request's own headers (date, signature) to the dict it is given.
                 etag = client._upload_part(bucket, key, body, part_headers and dict(part_headers), upload_id, number)
             parts.append(Part(number, etag))
         client._complete_multipart_upload(bucket, key, upload_id, parts)
