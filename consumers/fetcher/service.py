@@ -79,8 +79,8 @@ class FetcherService(Stage[ManifestPulled]):
         self.filler = ImageFiller(
             settings, self.resources, self.blob_pool, self.leases, lambda: self.loop.stopping, self.referrers
         )
-        # Images known complete (by layerfill.kafka.keys.image_fingerprint): repeated pulls of popular images never reach
-        # the database. Each carries until when (on the artifact checker's clock) its repeats need no decoding at
+        # Images known complete (by layerfill.kafka.keys.image_fingerprint): repeated pulls of popular images never
+        # reach the database. Each carries until when (on the artifact checker's clock) its repeats need no decoding at
         # all when their records carry the digest header: its next artifact recheck, 0.0 until triage has asked.
         # One map, not two: the soak showed the per-image state is what a fetcher's memory grows with.
         self.known_complete = KnownSet(maxsize=cfg.known_images)

@@ -165,9 +165,8 @@ class FetcherSettings(StageSettings):
     health_port: int | None = 18090
     max_layers: int = 10_000
     # Distinct images a process remembers complete (so their repeat pulls skip the state DB and the Avro decode)
-    # and when each is next due an artifact recheck: ~0.6 KiB each in the heap (bench/cache_memory.py); RSS grew
-    # ~1.5 KiB per image in the soak before two of the maps were merged (docs/reliability.md), so budget up to
-    # ~150 MiB per process at the default.
+    # and when each is next due an artifact recheck: ~0.3 KiB each in the heap (bench/cache_memory.py), ~35 MiB per
+    # process at the default once full (docs/reliability.md, the second 1,000,000-event soak).
     known_images: int = Field(100_000, ge=1)
     # Upstream HTTP timeouts: connecting, and the longest silence within a response (a stalled body is resumed).
     upstream_connect_timeout_s: float = Field(10.0, gt=0)
