@@ -24,8 +24,8 @@ from prometheus_client import Counter
 
 from layerfill.config.routes import Route, find_route
 from layerfill.kafka.classify import describe
+from layerfill.kafka.fingerprint_table import FingerprintTable
 from layerfill.kafka.keys import image_fingerprint, image_key
-from layerfill.kafka.known import Lru
 from layerfill.oci.digest import digest_of
 from layerfill.oci.manifest import Descriptor, ImageIndex, ImageManifest, parse_manifest
 from layerfill.oci.referrers import (
@@ -284,9 +284,9 @@ class ReferrerChecker:
         self.clock = clock
         # image fingerprint -> when its next check is due (last checked or claimed + the route's interval; inf when
         # the route never checks): a repeat pull before then is answered from here alone, without even a route
-        # lookup (the firehose of pulls of complete images). A fingerprint and one float: this map holds up to
-        # `fetcher.known_images` entries (a (registry, repository, digest) tuple kept each event's strings).
-        self._claimed: Lru[bytes, float] = Lru(maxsize)
+        # lookup (the firehose of pulls of complete images). Up to `fetcher.known_images` entries, in a table whose
+        # memory is taken here, not per image (the soak's RSS grew with this map as a dict).
+        self._claimed = FingerprintTable(maxsize)
         self._lock = threading.Lock()
 
     def after_fill(self, route: Route, client: RegistryClient, sink: Sink, event: ManifestPulled,

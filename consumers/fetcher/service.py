@@ -82,8 +82,9 @@ class FetcherService(Stage[ManifestPulled]):
         # Images known complete (by layerfill.kafka.keys.image_fingerprint): repeated pulls of popular images never
         # reach the database. Each carries until when (on the artifact checker's clock) its repeats need no decoding at
         # all when their records carry the digest header: its next artifact recheck, 0.0 until triage has asked.
-        # One map, not two: the soak showed the per-image state is what a fetcher's memory grows with.
-        self.known_complete = KnownSet(maxsize=cfg.known_images)
+        # One map, not two, in a table sized from the setting at start-up: the soak showed the per-image state is what
+        # a fetcher's memory grew with.
+        self.known_complete = KnownSet(maxsize=cfg.known_images, fingerprints=True)
 
     @property
     def image_pool(self) -> ThreadPoolExecutor:

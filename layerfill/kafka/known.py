@@ -5,9 +5,10 @@ fetcher keeps, per image, until when its repeats need no decoding).
 same keys: per entry it costs a third more (bench.cache_memory), and these maps hold up to `fetcher.known_images`
 entries each, which is what a long-running fetcher's memory grows with (docs/reliability.md).
 
-`KnownSet` is an Lru safe from any thread: triage reads it in the loop's thread and after-commit steps or pool
-workers add to it, and an LRU read reorders the map. Every access holds one lock; each is a dict operation, so the
-lock is never held long."""
+`KnownSet` is such a map safe from any thread: triage reads it in the loop's thread and after-commit steps or pool
+workers add to it, and a read marks the entry used. Every access holds one lock and is one map operation, so the lock
+is never held long. Keyed by image fingerprints (the fetcher), it takes a `FingerprintTable`, whose memory is all
+taken at start-up; any other keys (the scanner's) an `Lru`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
+
+from .fingerprint_table import FingerprintTable
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -55,8 +58,8 @@ class Lru(Generic[K, V]):
 
 
 class KnownSet:
-    def __init__(self, maxsize: int = 100_000) -> None:
-        self._keys: Lru[Hashable, Any] = Lru(maxsize)
+    def __init__(self, maxsize: int = 100_000, *, fingerprints: bool = False) -> None:
+        self._keys: Lru[Hashable, Any] | FingerprintTable = FingerprintTable(maxsize) if fingerprints else Lru(maxsize)
         self._lock = threading.Lock()
 
     def __contains__(self, key: Hashable) -> bool:

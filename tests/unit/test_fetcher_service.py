@@ -18,7 +18,7 @@ from confluent_kafka import Message
 from layerfill.config.settings import KafkaSettings, Settings
 from layerfill.consumers.fetcher.service import FetcherService
 from layerfill.kafka.deadletter import parse_dlq_headers
-from layerfill.kafka.keys import DIGEST_HEADER, SOURCE_HEADER
+from layerfill.kafka.keys import DIGEST_HEADER, SOURCE_HEADER, image_fingerprint
 from layerfill.kafka.retry import ATTEMPT, read_retry_headers
 from layerfill.kafka.txloop import Outcome
 from layerfill.producers.publisher import build_event, manifest_pulled_record
@@ -270,10 +270,11 @@ def test_known_images_caps_every_per_image_structure(fetcher: FetcherService, tm
         update={"known_images": 2})})  # fmt: skip
     small = FetcherService(settings, codec=codec)
     try:
-        for i in range(5):
-            small.known_complete[b"image-%d" % i] = float("inf")
-            small.referrers._claimed[b"image-%d" % i] = 1.0
-        assert len(small.known_complete) == 2 and small.known_complete.get(b"image-4") == float("inf")
+        fps = [image_fingerprint(b"image-%d" % i) for i in range(5)]
+        for fp in fps:
+            small.known_complete[fp] = float("inf")
+            small.referrers._claimed[fp] = 1.0
+        assert len(small.known_complete) == 2 and small.known_complete.get(fps[4]) == float("inf")
         assert len(small.referrers._claimed) == 2
     finally:
         small.image_pool.shutdown()

@@ -7,7 +7,7 @@ inserts evict."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from layerfill.config.settings import KafkaSettings, Settings
 from layerfill.consumers.fetcher.service import FetcherService
 from layerfill.consumers.scanner.service import ScannerService
+from layerfill.kafka.keys import image_fingerprint, image_key
 
 pytestmark = pytest.mark.unit
 
@@ -40,34 +41,45 @@ def _settings(tmp_path: Path) -> Settings:
     )
 
 
-def _hammer(pool: Any, cache: Any, thread: int) -> int:
+def _fetcher_key(repository: str, digest: str) -> bytes:
+    return image_fingerprint(image_key("cache.example:5000", repository, digest))
+
+
+def _scanner_key(repository: str, digest: str) -> tuple[str, str, str]:
+    return ("cache.example:5000", repository, digest)
+
+
+def _hammer(pool: Any, cache: Any, thread: int, make_key: Callable[[str, str], Any]) -> int:
     """One pool worker: insert keys (as the after-commit steps do), look them up (as triage does)."""
     found = 0
     for i in range(INSERTS):
-        key = ("cache.example:5000", f"repo/{thread}", f"sha256:{i:064x}")
+        key = make_key(f"repo/{thread}", f"sha256:{i:064x}")
         cache[key] = True
         found += key in cache
     return found
 
 
-def _hammer_from(pool: Any, cache: Any) -> None:
-    futures = [pool.submit(_hammer, pool, cache, t) for t in range(THREADS)]
+def _hammer_from(pool: Any, cache: Any, make_key: Callable[[str, str], Any]) -> None:
+    futures = [pool.submit(_hammer, pool, cache, t, make_key) for t in range(THREADS)]
     for f in futures:
         f.result()  # re-raises what a worker met (KeyError from a racing eviction)
     assert len(cache) <= MAXSIZE
 
 
 @pytest.mark.parametrize(
-    ("service", "pool", "cache"),
-    [(FetcherService, "image_pool", "known_complete"), (ScannerService, "pool", "known_done")],
+    ("service", "pool", "cache", "make_key"),
+    [
+        (FetcherService, "image_pool", "known_complete", _fetcher_key),
+        (ScannerService, "pool", "known_done", _scanner_key),
+    ],
     ids=["fetcher-completed-images", "scanner-scanned-manifests"],
 )
 def test_the_known_cache_survives_the_services_pool(
-    tmp_path: Path, fast_switching: None, service: Any, pool: str, cache: str
+    tmp_path: Path, fast_switching: None, service: Any, pool: str, cache: str, make_key: Callable[[str, str], Any]
 ) -> None:
     svc = service(_settings(tmp_path))
     try:
-        _hammer_from(getattr(svc, pool), getattr(svc, cache))
+        _hammer_from(getattr(svc, pool), getattr(svc, cache), make_key)
     finally:
         svc.pool.shutdown()
         svc.close()
