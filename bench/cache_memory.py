@@ -1,13 +1,14 @@
 """What the fetcher keeps per distinct image it knows complete, measured with tracemalloc over N synthetic images
-shaped like the soak's (registry host:port, a 23-character repository, sha256 digests):
+shaped like the soak's (registry host:port, a 23-character repository, sha256 digests), in maps sized for N:
 
 - the images known complete, each with until when its repeats need no decoding (`FetcherService.known_complete`,
-  a KnownSet: an OrderedDict LRU, 16-byte image fingerprint -> float; before: a cachetools LRU keyed by the
-  ~120-byte image key, and before that a second dict for the float);
-- the artifact checker's claims (`ReferrerChecker._claimed`: the same LRU, image fingerprint -> when next due; before:
-  image key bytes -> (checked at, interval), and before that a (registry, repository, digest) tuple).
+  a KnownSet over a FingerprintTable: 16-byte image fingerprint -> float in flat arrays taken at start-up; before:
+  an OrderedDict LRU of the same, before that a cachetools LRU keyed by the ~120-byte image key);
+- the artifact checker's claims (`ReferrerChecker._claimed`: a FingerprintTable, image fingerprint -> when next due;
+  before: the same OrderedDict LRU, and before that image key bytes -> (checked at, interval)).
 
-The soak's RSS growth (docs/reliability.md) is these filling toward their caps, in the steps of their hash tables.
+Two figures per map: what it takes when made (per image of capacity) and what filling it adds (per image): the
+second is what a long-running fetcher's memory grew with while the maps were dicts (docs/reliability.md).
 
     .venv/bin/python -m bench.cache_memory [--images 40000]
 """
@@ -32,34 +33,45 @@ def digest(i: int) -> str:
     return f"sha256:{i * 7919:064x}"
 
 
-def traced(build: Callable[[], Any]) -> int:
-    """Bytes still allocated by `build`'s result once it returns."""
+def traced(build: Callable[[], Any], fill: Callable[[Any], None]) -> tuple[int, int]:
+    """Bytes held by `build`'s result once made, and what `fill` then adds to it."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     kept = build()
+    made = tracemalloc.get_traced_memory()[0]
+    fill(kept)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     del kept
-    return after - before
+    return made - before, after - made
 
 
-def measure(n: int) -> dict[str, float]:
-    def known() -> KnownSet:
-        k = KnownSet(maxsize=max(n, 1))
-        for i in range(n):
-            k[image_fingerprint(image_key(REGISTRY, REPOSITORY, digest(i)))] = time.time() + 3600
-        return k
+def measure(n: int) -> dict[str, dict[str, float]]:
+    # The fingerprints are made outside the traced span: triage makes one per event and drops it.
+    fps = [image_fingerprint(image_key(REGISTRY, REPOSITORY, digest(i))) for i in range(n)]
+    until = time.time() + 3600
 
-    def claims() -> ReferrerChecker:
-        checker = ReferrerChecker(None, maxsize=max(n, 1))
-        for i in range(n):
-            checker._claimed[image_fingerprint(image_key(REGISTRY, REPOSITORY, digest(i)))] = time.time() + 3600
-        return checker
+    def fill_known(k: KnownSet) -> None:
+        for fp in fps:
+            k[fp] = until
 
-    out = {name: traced(build) / n for name, build in (("known_complete", known), ("referrer_claims", claims))}
-    out["total"] = sum(out.values())
+    def fill_claims(checker: ReferrerChecker) -> None:
+        for fp in fps:
+            checker._claimed[fp] = until
+
+    out: dict[str, dict[str, float]] = {}
+    for name, build, fill in (
+        ("known_complete", lambda: KnownSet(maxsize=max(n, 1), fingerprints=True), fill_known),
+        ("referrer_claims", lambda: ReferrerChecker(None, maxsize=max(n, 1)), fill_claims),
+    ):
+        made, filled = traced(build, fill)
+        out[name] = {
+            "made_per_image_of_capacity": made / n,
+            "filling_per_image": round(filled / n, 1) + 0.0,
+        }  # never "-0.0"
+    out["total"] = {k: sum(v[k] for v in out.values()) for k in ("made_per_image_of_capacity", "filling_per_image")}
     return out
 
 
@@ -68,7 +80,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=40_000)
     args = ap.parse_args()
     for name, per in measure(args.images).items():
-        print(f"{name:16s} {per:6.0f} bytes per image")
+        print(f"{name:16s} made: {per['made_per_image_of_capacity']:6.1f} bytes per image of capacity; "
+              f"filling: {per['filling_per_image']:6.1f} bytes per image")  # fmt: skip
 
 
 if __name__ == "__main__":

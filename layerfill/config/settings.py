@@ -165,8 +165,8 @@ class FetcherSettings(StageSettings):
     health_port: int | None = 18090
     max_layers: int = 10_000
     # Distinct images a process remembers complete (so their repeat pulls skip the state DB and the Avro decode)
-    # and when each is next due an artifact recheck: ~0.3 KiB each in the heap (bench/cache_memory.py), ~35 MiB per
-    # process at the default once full (docs/reliability.md, the second 1,000,000-event soak).
+    # and when each is next due an artifact recheck. Two fixed tables taken at start-up, ~134 bytes per image of
+    # this capacity (bench/cache_memory.py): ~13 MiB per process at the default, none of it growing with images.
     known_images: int = Field(100_000, ge=1)
     # Upstream HTTP timeouts: connecting, and the longest silence within a response (a stalled body is resumed).
     upstream_connect_timeout_s: float = Field(10.0, gt=0)

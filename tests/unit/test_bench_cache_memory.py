@@ -1,4 +1,4 @@
-"""bench/cache_memory.py measures the fetcher's per-image structures: each holds something per image."""
+"""bench/cache_memory.py measures the fetcher's per-image structures: what each takes when made, what filling adds."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from bench.cache_memory import measure
 pytestmark = pytest.mark.unit
 
 
-def test_each_per_image_structure_costs_bytes_and_the_total_adds_them_up() -> None:
+def test_each_map_is_taken_when_made_and_filling_it_adds_nothing() -> None:
     out = measure(2_000)
     parts = [out["known_complete"], out["referrer_claims"]]
-    assert all(p > 50 for p in parts)  # at least a key and a table slot per image
-    assert out["total"] == pytest.approx(sum(parts))
+    assert all(p["made_per_image_of_capacity"] >= 50 for p in parts)  # two 25-byte slots per image of capacity
+    assert all(abs(p["filling_per_image"]) < 1 for p in parts)  # nothing allocated per image held
+    made = out["total"]["made_per_image_of_capacity"]
+    assert made == pytest.approx(sum(p["made_per_image_of_capacity"] for p in parts))
